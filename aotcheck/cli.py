@@ -1,0 +1,174 @@
+"""The `aotcheck` command line: parses options, calls the library, prints, and sets the exit code.
+
+Exit codes: 0 success; 1 a regression or difference was found; 2 usage or configuration
+error; 3 a model could not be built, lowered or compiled; 4 the step does not fit in HBM.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from aotcheck import _env
+
+_env.configure()
+
+from aotcheck.errors import EXIT_DOES_NOT_FIT, AotcheckError  # noqa: E402
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod.",
+)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def one_line_errors(fn: F) -> F:
+    """Turn aotcheck's errors into `error: ...` on stderr and their exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AotcheckError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+class BackendChoice(str, Enum):
+    auto = "auto"
+    libtpu = "libtpu"
+    mock = "mock"
+
+
+Topology = Annotated[str, typer.Option("--topology", "-t", help="TPU slice, e.g. v5p-128 or v5:4x4x4.")]
+NumSlices = Annotated[int, typer.Option("--num-slices", help="Slices joined over DCN.")]
+Model = Annotated[str | None, typer.Option("--model", "-m", help="Built-in model, installed model, or package.module:attr.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config keys.")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value (repeatable).")]
+NoCompile = Annotated[bool, typer.Option("--no-compile", help="Sharding report only: no lowering or compile.")]
+BackendOpt = Annotated[BackendChoice, typer.Option("--backend", help="libtpu (real TPU compile), mock (CPU devices), or auto.")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json or markdown.")]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="Write the output to this file instead of stdout.")]
+
+
+def request_from(
+    topology: str, num_slices: int, model: str | None, config: Path | None, sets: list[str] | None,
+    no_compile: bool, backend: BackendChoice, pure_nnx: bool | None = None,
+) -> Any:
+    from aotcheck.pipeline import Request
+
+    return Request(
+        topology=topology, num_slices=num_slices, model=model, config_file=config, overrides=tuple(sets or ()),
+        pure_nnx=pure_nnx, compile=not no_compile, backend=backend.value,
+    )
+
+
+def emit(text: str, out: Path | None) -> None:
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    from aotcheck._io import atomic_write
+
+    atomic_write(out, text)
+    typer.echo(f"wrote {out}", err=True)
+
+
+def progress() -> Callable[[str], None]:
+    console = _console(stderr=True)
+    return lambda msg: console.log(msg) if console.is_terminal else None
+
+
+@app.command("compile")
+@one_line_errors
+def compile_(
+    topology: Topology = "v5p-128",
+    pure_nnx: Annotated[bool | None, typer.Option("--pure-nnx/--linen", help="NNX path (MaxText's pure_nnx) or Linen.")] = None,
+    model: Model = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    num_slices: NumSlices = 1,
+    no_compile: NoCompile = False,
+    leaves: Annotated[bool, typer.Option("--leaves", help="Show every leaf, not only the largest.")] = False,
+    fmt: FormatOpt = Format.table,
+    out: Out = None,
+    backend: BackendOpt = BackendChoice.auto,
+) -> None:
+    """Build the abstract train state, compile train_step for a TPU slice, and report sharding and memory."""
+    from aotcheck import render
+    from aotcheck.pipeline import build_report
+
+    request = request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx)
+    report = build_report(request, progress())
+    if fmt is Format.json:
+        emit(report.to_json(), out)
+    elif fmt is Format.markdown:
+        emit(render.markdown(report, all_leaves=leaves), out)
+    else:
+        console = _console()
+        if out is not None:
+            console = Console(record=True, width=160, file=open("/dev/null", "w"))  # noqa: SIM115
+        console.print(render.summary(report, largest=0 if leaves else 8))
+        if leaves:
+            console.print(render.leaf_table(report, title="all leaves"))
+        if out is not None:
+            emit(console.export_text(), out)
+    if report.compile is not None and not report.compile.fits:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+@app.command("topologies")
+@one_line_errors
+def topologies(name: Annotated[str | None, typer.Argument(help="Show one slice.")] = None) -> None:
+    """List the TPU slices aotcheck knows (name, chips, devices, libtpu topology, HBM per chip)."""
+    from rich.table import Table
+
+    from aotcheck.topology import all_topologies, get_topology, libtpu_available
+
+    rows = [get_topology(name)] if name else list(all_topologies().values())
+    table = Table(title=None if name else f"{len(rows)} TPU slices (backend: {'libtpu' if libtpu_available() else 'mock'})")
+    for col in ("name", "chips", "devices", "libtpu topology", "chip config", "HBM per chip"):
+        table.add_column(col)
+    for t in rows:
+        table.add_row(t.name, str(t.chips_per_slice), str(t.devices_per_slice), t.libtpu_topology, t.chip_config, f"{t.hbm_gib_per_chip:g} GiB")
+    _console().print(table)
+
+
+@app.command("models")
+@one_line_errors
+def models() -> None:
+    """List built-in and installed models, with where each comes from."""
+    from rich.table import Table
+
+    from aotcheck.model import available_models
+
+    table = Table()
+    for col in ("name", "paths", "source", "description"):
+        table.add_column(col)
+    for entry in available_models():
+        table.add_row(entry.name, ", ".join(entry.spec.paths()), entry.source, entry.spec.description)
+    _console().print(table)
+
+
+def main() -> None:
+    app()
