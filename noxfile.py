@@ -1,0 +1,29 @@
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s slow` (big-model compiles), `nox -s bench`."""
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session(python="3.11")
+def slow(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-m", "slow", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "aotcheck", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/compile_cache.py", *session.posargs)

@@ -1,0 +1,25 @@
+"""Test setup: libtpu's environment, and 64 fake CPU devices so sharding code is exercised.
+
+64 is the device count of the largest slice the suite compiles on the mock backend
+(v5p-128); it must be fixed before jax starts its CPU backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aotcheck import _env
+
+_env.configure()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 64)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def repo() -> str:
+    return REPO
