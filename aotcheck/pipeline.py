@@ -53,7 +53,17 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     timings[key] = time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Built:
+    report: Report
+    executable: Any  # the compiled step, or None (--no-compile, or out of HBM)
+
+
 def build_report(request: Request, progress: Progress | None = None) -> Report:
+    return build(request, progress).report
+
+
+def build(request: Request, progress: Progress | None = None) -> Built:
     say = progress or (lambda _msg: None)
     timings: dict[str, float] = {}
     cfg, entry = configure(request)
@@ -73,7 +83,7 @@ def build_report(request: Request, progress: Progress | None = None) -> Report:
     batch_specs = {k: step.leaf_spec(f, cfg, mesh_shape, f"batch '{k}'") for k, f in batch.items()}
     leaves = tuple(sorted((_leaf_report(leaf, s, mesh_shape) for leaf, s in zip(abstract.leaves, specs)), key=lambda r: r.path))
 
-    compiled = None
+    compiled = executable = None
     if request.compile:
         say(f"lowering train_step for {target.name}")
         lowered = step.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh)
@@ -82,6 +92,7 @@ def build_report(request: Request, progress: Progress | None = None) -> Report:
         result = step.compile_lowered(lowered, f"model '{entry.name}' ({path}) on {target.name}")
         timings["compile_seconds"] = result.compile_seconds
         compiled = _compile_report(result, target)
+        executable = result.executable
 
     header = {
         "model": entry.name,
@@ -113,7 +124,7 @@ def build_report(request: Request, progress: Progress | None = None) -> Report:
             "spec": rules.spec_to_json(batch_specs[k])}
         for k, f in batch.items()
     }
-    return Report(header=header, batch=batch_json, leaves=leaves, compile=compiled, timings=timings)
+    return Built(Report(header=header, batch=batch_json, leaves=leaves, compile=compiled, timings=timings), executable)
 
 
 def _leaf_report(leaf: state.Leaf, spec: rules.Spec, mesh_shape: Mapping[str, int]) -> LeafReport:

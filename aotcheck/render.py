@@ -61,11 +61,9 @@ def memory_bar(report: Report) -> Text:
     bar.append("#" * filled, style=colour)
     bar.append("." * (_BAR - filled))
     bar.append("] ", style="bold")
-    verdict = "fits" if c.fits else "DOES NOT FIT"
-    bar.append(
-        f"{human_bytes(c.needed_bytes)} of {human_bytes(c.capacity_bytes)} per device ({frac:.1%}): {verdict}",
-        style=colour,
-    )
+    need = f"{human_bytes(c.needed_bytes)} of {human_bytes(c.capacity_bytes)} per device"
+    verdict = f"fits: {need} ({frac:.1%}), headroom {human_bytes(c.headroom_bytes)}" if c.fits else f"does not fit: needs {need}"
+    bar.append(verdict, style=colour)
     return bar
 
 

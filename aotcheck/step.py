@@ -21,7 +21,11 @@ from aotcheck.state import AbstractState, Leaf, _one_line
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 # An HLO instruction of one of those kinds, sync or async-start (`-done` halves are not counted).
 _COLLECTIVE_RE = re.compile(r"=\s*[^=]*?\b(" + "|".join(COLLECTIVES) + r")(?:-start)?\(")
-_OOM_RE = re.compile(r"Used ([\d.]+[KMGT]?) of ([\d.]+[KMGT]?) hbm", re.IGNORECASE)
+# The TPU compiler words an HBM overflow in (at least) these two ways; both give needed, available.
+_OOM_RES = (
+    re.compile(r"Used ([\d.]+[KMGT]?) of ([\d.]+[KMGT]?) hbm", re.IGNORECASE),
+    re.compile(r"required for HLO temporaries \(([\d.]+[KMGT]?)\) exceeds available HBM \(([\d.]+[KMGT]?)\)"),
+)
 
 
 def leaf_spec(leaf: Leaf | BatchField, cfg: RunConfig, mesh_shape: Mapping[str, int], name: str) -> Spec:
@@ -129,7 +133,7 @@ def compile_lowered(lowered: Lowered, label: str) -> Compiled:
         executable = lowered.lowered.compile()
     except Exception as exc:
         message = str(exc)
-        found = _OOM_RE.search(message)
+        found = next((m for r in _OOM_RES if (m := r.search(message))), None)
         if "RESOURCE_EXHAUSTED" in message and found:
             return Compiled(None, time.perf_counter() - start, (_bytes(found.group(1)), _bytes(found.group(2))))
         raise BuildError(f"{label}: compile failed: {_one_line(exc)}") from exc
