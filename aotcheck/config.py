@@ -214,8 +214,10 @@ def _build(cls: type[pydantic.BaseModel], values: Mapping[str, Any]) -> Any:
         return cls(**values)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "config"
+        key = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        shown = values.get(str(err["loc"][0]), err.get("input")) if err["loc"] else err.get("input")
+        if not key:  # a check across several keys: its message names them
+            raise UsageError(f"config: {msg}") from None
+        shown = values.get(str(err["loc"][0]), err.get("input"))
         got = f" (got {shown!r})" if err["type"] != "value_error" and shown is not None else ""
         raise UsageError(f"config: {key}: {msg}{got}") from None
