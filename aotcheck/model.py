@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,12 +107,13 @@ def _builtin_entries() -> dict[str, ModelEntry]:
     }
 
 
+def _entry_point_entry(ep: importlib.metadata.EntryPoint) -> ModelEntry:
+    dist = f"{ep.dist.name}: " if ep.dist is not None else ""
+    return ModelEntry(ep.name, _LazySpec(ep.value).load(ep.name), None, f"entry point ({dist}{ep.value})")
+
+
 def _entry_point_entries() -> dict[str, ModelEntry]:
-    out = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else "?"
-        out[ep.name] = ModelEntry(ep.name, _LazySpec(ep.value).load(ep.name), None, f"entry point ({dist}: {ep.value})")
-    return out
+    return {ep.name: _entry_point_entry(ep) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 @dataclass(frozen=True)
@@ -129,12 +132,11 @@ class _LazySpec:
         try:
             spec = getattr(module, attr)
         except AttributeError:
-            names = [n for n in vars(module) if isinstance(getattr(module, n), ModelSpec)]
-            raise UsageError(
-                f"model '{shown_as}': module '{module_name}' has no attribute '{attr}'{close_matches(attr, names)}"
-            ) from None
+            names = sorted(n for n, v in vars(module).items() if isinstance(v, ModelSpec))
+            hint = close_matches(attr, names) or (f"; its ModelSpecs: {', '.join(names)}" if names else "")
+            raise UsageError(f"model '{shown_as}': module '{module_name}' has no attribute '{attr}'{hint}") from None
         if not isinstance(spec, ModelSpec):
-            raise UsageError(f"model '{shown_as}': {self.target} is a {type(spec).__name__}, not an aotcheck.ModelSpec")
+            raise UsageError(f"model '{shown_as}': {self.target} is not an aotcheck.ModelSpec (it is {type(spec).__name__})")
         return spec
 
 
@@ -146,13 +148,17 @@ def available_models() -> list[ModelEntry]:
 def resolve_model(name: str) -> ModelEntry:
     """`tiny`, an installed entry point's name, or `package.module:attribute`."""
     if ":" in name:
+        # As `python -m` would: a model module next to the user's files is found without
+        # PYTHONPATH (the `aotcheck` script's own directory is what Python puts first).
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
         return ModelEntry(name, _LazySpec(name).load(name), None, name)
     builtin = _builtin_entries()
     if name in builtin:
         return builtin[name]
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ModelEntry(name, _LazySpec(ep.value).load(name), None, f"entry point ({ep.value})")
+            return _entry_point_entry(ep)
     known = list(builtin) + [ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)]
     raise UsageError(f"unknown model '{name}'{close_matches(name, known)} (`aotcheck models` lists them; or use package.module:attribute)")
 
@@ -165,9 +171,11 @@ def load_config(model: str | None, config_file: Path | None, overrides: Mapping[
     user = read_yaml(config_file) if config_file is not None else {}
     name = model or overrides.get("model_name") or user.get("model_name") or base.get("model_name", "tiny")
     entry = resolve_model(str(name))
+    # A model with only an NNX path runs on it unless the user asks for Linen (then: an error).
+    only_nnx = {"pure_nnx": True} if entry.spec.paths() == ("nnx",) else {}
     layers: list[Mapping[str, Any]] = [
         base,
-        {"logical_axis_rules": list(entry.spec.logical_axis_rules), **entry.spec.defaults},
+        {"logical_axis_rules": list(entry.spec.logical_axis_rules), **only_nnx, **entry.spec.defaults},
         read_yaml(entry.preset) if entry.preset else {},
         user,
         dict(overrides),

@@ -85,8 +85,8 @@ def init_state_fn(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[st
     """The zero-argument state builder for one path, to be evaluated abstractly."""
     factory = spec.linen if path == "linen" else spec.nnx
     if factory is None:
-        other = "nnx" if path == "linen" else "linen"
-        raise UsageError(f"model '{spec.name}' has no {path} path (it gives only {other}); use the {other} path")
+        given = " and ".join(spec.paths()) or "neither linen nor nnx"
+        raise UsageError(f"model '{spec.name}' has no {path} path: its ModelSpec gives {given} (set ModelSpec.{path})")
     tx = optimizer(cfg, spec)
 
     if path == "linen":
@@ -122,6 +122,9 @@ def init_state_fn(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[st
         # sharding would try to resolve them at creation, against no mesh.
         with nnx.use_eager_sharding(False):
             model = _call_factory(spec, "nnx", lambda: factory(cfg, nnx.Rngs(params=0, dropout=1)))
+            # As Linen's init does: a batch that does not fit the model fails here, by name,
+            # rather than deep inside lowering. Abstract, so it costs one trace.
+            _call_loss(spec, "nnx", model, _zeros_batch(batch))
             return TrainState(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
 
     return init_nnx
@@ -142,9 +145,10 @@ def _call_loss(spec: ModelSpec, path: str, apply: Callable[..., Any], batch: Map
     except (UsageError, BuildError):
         raise
     except Exception as exc:
-        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in batch.items())
+        shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in batch.items())
         raise BuildError(
-            f"model '{spec.name}' ({path}): the batch ({shapes}) does not fit the model: {_one_line(exc)}"
+            f"model '{spec.name}' ({path}): the loss failed on the batch ({shapes}); "
+            f"does batch() fit the model? {_one_line(exc)}"
         ) from exc
 
 
