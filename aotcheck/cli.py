@@ -72,15 +72,18 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json o
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Write the output to this file instead of stdout.")]
 
 
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Compile even if an identical program was compiled before.")]
+
+
 def request_from(
     topology: str, num_slices: int, model: str | None, config: Path | None, sets: list[str] | None,
-    no_compile: bool, backend: BackendChoice, pure_nnx: bool | None = None,
+    no_compile: bool, backend: BackendChoice, pure_nnx: bool | None = None, no_cache: bool = False,
 ) -> Any:
     from aotcheck.pipeline import Request
 
     return Request(
         topology=topology, num_slices=num_slices, model=model, config_file=config, overrides=tuple(sets or ()),
-        pure_nnx=pure_nnx, compile=not no_compile, backend=backend.value,
+        pure_nnx=pure_nnx, compile=not no_compile, backend=backend.value, cache=not no_cache,
     )
 
 
@@ -113,12 +116,13 @@ def compile_(
     fmt: FormatOpt = Format.table,
     out: Out = None,
     backend: BackendOpt = BackendChoice.auto,
+    no_cache: NoCache = False,
 ) -> None:
     """Build the abstract train state, compile train_step for a TPU slice, and report sharding and memory."""
     from aotcheck import render
     from aotcheck.pipeline import build_report
 
-    request = request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx)
+    request = request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx, no_cache)
     report = build_report(request, progress())
     if fmt is Format.json:
         emit(report.to_json(), out)
@@ -168,6 +172,108 @@ def models() -> None:
     for entry in available_models():
         table.add_row(entry.name, ", ".join(entry.spec.paths()), entry.source, entry.spec.description)
     _console().print(table)
+
+
+# ---- aotcheck check / aotcheck golden update: the CI gate over the matrix of golden files ----
+
+golden_app = typer.Typer(no_args_is_help=True, help="Golden files: the reviewed record of each case's sharding.")
+app.add_typer(golden_app, name="golden")
+
+CaseOpt = Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable; slow cases too).")]
+FilterOpt = Annotated[str | None, typer.Option("--filter", "-k", help="Only cases whose name matches (substring or glob).")]
+SlowOpt = Annotated[bool, typer.Option("--slow", "--all", help="Include the slow cases (big-model compiles).")]
+MatrixOpt = Annotated[Path | None, typer.Option("--matrix", help="Matrix file (default configs/matrix.yml, else [tool.aotcheck] in pyproject.toml).")]
+GoldenOpt = Annotated[Path | None, typer.Option("--golden", help="Golden directory (default: the matrix's golden_dir).")]
+ShardOpt = Annotated[str | None, typer.Option("--shard", help="Run part i of n of the selected cases (i/n, 1-based), for CI runners.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Build cases in N parallel processes.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Update goldens even when CI is set.")]
+CheckBackendOpt = Annotated[BackendChoice, typer.Option("--backend", help="libtpu, mock or auto; compile figures are compared only with the golden's backend.")]
+
+
+def _gate(
+    *, update: bool, force: bool, case: list[str] | None, filter_: str | None, slow: bool, matrix_file: Path | None,
+    golden_dir: Path | None, shard: str | None, jobs: int, backend: BackendChoice, memory_tolerance: float | None = None,
+    junit: Path | None = None, markdown: Path | None = None, as_json: bool = False,
+) -> None:
+    import os
+
+    from aotcheck import gate
+    from aotcheck import matrix as matrix_mod
+    from aotcheck._io import atomic_write
+
+    if update:
+        gate.refuse_update_in_ci(force)
+    matrix = matrix_mod.load(matrix_file)
+    units = matrix.units(matrix_mod.select(matrix, case or (), filter_, slow))
+    if shard is not None:
+        units = matrix_mod.shard(units, *matrix_mod.parse_shard(shard))
+    command = "aotcheck golden update" + (f" --matrix {matrix_file}" if matrix_file else "") + (
+        f" --golden {golden_dir}" if golden_dir else "")
+
+    def said(o: Any) -> None:
+        typer.echo(f"{o.status:>9}  {o.name}  ({o.seconds:.1f}s)", err=True)
+
+    result = gate.run(matrix, units, golden_root=golden_dir, update=update, backend=backend.value, jobs=jobs,
+                      memory_tolerance=memory_tolerance, update_command=command, on_outcome=said)
+    md = gate.markdown(result)
+    if as_json:
+        typer.echo(result.to_json(), nl=False)
+    else:
+        console = _console()
+        console.print(gate.table(result))
+        for line in gate.details(result):
+            console.print(line, markup=False, highlight=False)
+    if junit is not None:
+        atomic_write(junit, gate.junit(result))
+    if markdown is not None:
+        atomic_write(markdown, md)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as summary:
+            summary.write(md)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("check")
+@one_line_errors
+def check(
+    case: CaseOpt = None,
+    filter_: FilterOpt = None,
+    slow: SlowOpt = False,
+    matrix_file: MatrixOpt = None,
+    golden_dir: GoldenOpt = None,
+    shard: ShardOpt = None,
+    jobs: JobsOpt = 1,
+    memory_tolerance: Annotated[float | None, typer.Option("--memory-tolerance", min=0, help="Relative change of memory per chip that counts (default: the matrix's, else 0.01).")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per case and path.")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown summary to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of the table.")] = False,
+    update: Annotated[bool, typer.Option("--update", help="Write new goldens for the selected cases instead of checking.")] = False,
+    force: ForceOpt = False,
+    backend: CheckBackendOpt = BackendChoice.auto,
+) -> None:
+    """Compare each case of the matrix with its golden files; exit 0 clean, 1 changed, 2 usage error, 3 build failed."""
+    _gate(update=update, force=force, case=case, filter_=filter_, slow=slow, matrix_file=matrix_file,
+          golden_dir=golden_dir, shard=shard, jobs=jobs, backend=backend, memory_tolerance=memory_tolerance,
+          junit=junit, markdown=markdown, as_json=as_json)
+
+
+@golden_app.command("update")
+@one_line_errors
+def golden_update(
+    case: CaseOpt = None,
+    filter_: FilterOpt = None,
+    slow: SlowOpt = False,
+    matrix_file: MatrixOpt = None,
+    golden_dir: GoldenOpt = None,
+    shard: ShardOpt = None,
+    jobs: JobsOpt = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of the table.")] = False,
+    force: ForceOpt = False,
+    backend: CheckBackendOpt = BackendChoice.auto,
+) -> None:
+    """Write the golden files of the selected cases (atomically) and print what changed; refused in CI without --force."""
+    _gate(update=True, force=force, case=case, filter_=filter_, slow=slow, matrix_file=matrix_file,
+          golden_dir=golden_dir, shard=shard, jobs=jobs, backend=backend, as_json=as_json)
 
 
 def main() -> None:

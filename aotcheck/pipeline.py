@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aotcheck import mesh as mesh_mod
-from aotcheck import rules, state, step
+from aotcheck import cache, rules, state, step
 from aotcheck.config import RunConfig
 from aotcheck.model import ModelEntry, load_config
 from aotcheck.report import MOCK_NOTE, SCAN_NOTE, COLLECTIVES_NOTE, CompileReport, LeafReport, Memory, Report, versions
@@ -32,6 +32,7 @@ class Request:
     compile: bool = True
     backend: str = "auto"
     extra_overrides: Mapping[str, Any] = field(default_factory=dict)
+    cache: bool = True  # reuse the compile section of an identical earlier compile
 
     def with_path(self, path: str) -> Request:
         return Request(**{**self.__dict__, "pure_nnx": path == "nnx"})
@@ -88,11 +89,17 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         say(f"lowering train_step for {target.name}")
         lowered = step.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh)
         timings["lower_seconds"] = lowered.lower_seconds
-        say(f"compiling for {target.name} ({len(target.devices)} devices, {target.backend})")
-        result = step.compile_lowered(lowered, f"model '{entry.name}' ({path}) on {target.name}")
-        timings["compile_seconds"] = result.compile_seconds
-        compiled = _compile_report(result, target)
-        executable = result.executable
+        cache_key = cache.key(lowered.lowered.as_text(), target.name, target.backend)
+        compiled = cache.get(cache_key) if request.cache else None
+        timings["compile_cache_hit"] = float(compiled is not None)
+        if compiled is None:
+            say(f"compiling for {target.name} ({len(target.devices)} devices, {target.backend})")
+            result = step.compile_lowered(lowered, f"model '{entry.name}' ({path}) on {target.name}")
+            timings["compile_seconds"] = result.compile_seconds
+            compiled = _compile_report(result, target)
+            executable = result.executable
+            if request.cache:
+                cache.put(cache_key, compiled)
 
     header = {
         "model": entry.name,

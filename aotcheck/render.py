@@ -103,7 +103,9 @@ def summary(report: Report, largest: int = 8) -> Group:
         if report.header["backend"] == "mock":
             parts.append(Text("mock (CPU devices): memory figures are not TPU figures", style="yellow"))
     if report.timings:
-        parts.append(Text("time: " + ", ".join(f"{k.removesuffix('_seconds')} {v:.2f}s" for k, v in report.timings.items()), style="dim"))
+        times = ", ".join(f"{k.removesuffix('_seconds')} {v:.2f}s" for k, v in report.timings.items() if k.endswith("_seconds"))
+        cached = " (compile served from aotcheck's cache)" if report.timings.get("compile_cache_hit") else ""
+        parts.append(Text(f"time: {times}{cached}", style="dim"))
     if largest:
         parts.append(leaf_table(report, limit=largest, title=f"largest {largest} leaves per device"))
     return Group(*parts)

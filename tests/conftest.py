@@ -12,8 +12,14 @@ from aotcheck import _env
 
 _env.configure()
 
+import tempfile  # noqa: E402
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# A fresh compile cache per test session: tests must see real compiles, and must not leave
+# (or read) anything in the user's cache.
+os.environ["AOTCHECK_CACHE_DIR"] = tempfile.mkdtemp(prefix="aotcheck-test-cache-")
 
 jax.config.update("jax_num_cpu_devices", 64)
 
