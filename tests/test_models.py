@@ -1,0 +1,342 @@
+"""Bring your own model: the protocol, discovery, the example package, the documented snippet, and every error."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import aotcheck
+from aotcheck.cli import app
+from aotcheck.model import resolve_model
+from aotcheck.pipeline import Request, build_report
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parent.parent
+MIXER_DIR = REPO / "examples" / "mixer"
+MIXER = "aotcheck_mixer:MIXER"
+
+# Models that go wrong in each way the issue names, next to a working one.
+USER_MODELS = '''
+import dataclasses
+
+from aotcheck_mixer import MIXER
+from flax import linen as nn
+from flax import nnx
+
+import aotcheck
+
+
+def _small_images(cfg, n):
+    return {
+        "images": aotcheck.BatchField((n, 16, 16, 3), "float32", ("activation_batch", None, None, None)),
+        "labels": aotcheck.BatchField((n,), "int32", ("activation_batch",)),
+    }
+
+
+def _raises(*args):
+    raise ValueError("hidden_dim must be even\\nsecond line of the message")
+
+
+BAD_BATCH = dataclasses.replace(MIXER, batch=_small_images)
+LINEN_RAISES = dataclasses.replace(MIXER, linen=_raises)
+NNX_RAISES = dataclasses.replace(MIXER, nnx=_raises)
+LINEN_ONLY = dataclasses.replace(MIXER, nnx=None)
+NNX_ONLY = dataclasses.replace(MIXER, linen=None)
+NOT_A_SPEC = 3
+
+
+class LinenBiased(nn.Module):
+    cfg: aotcheck.RunConfig
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.ones, ("embed", "mlp")), (64, 256))
+        bias = self.param("bias", nn.initializers.zeros, (256,))  # no logical axes
+        return x @ kernel + bias
+
+
+class NnxBiased(nnx.Module):
+    def __init__(self, cfg, rngs):
+        self.kernel = nnx.Param(nnx.initializers.ones(rngs.params(), (64, 256)), out_sharding=("embed", "mlp"))
+        self.bias = nnx.Param(nnx.initializers.zeros(rngs.params(), (256,)))
+
+    def __call__(self, x):
+        return x @ self.kernel[...] + self.bias[...]
+
+
+def _vectors(cfg, n):
+    return {"x": aotcheck.BatchField((n, 64), "float32", ("activation_batch", None))}
+
+
+UNANNOTATED = aotcheck.ModelSpec(
+    name="biased", linen=LinenBiased, nnx=NnxBiased, batch=_vectors, loss=lambda apply, b: apply(b["x"]).mean()
+)
+'''
+
+
+@pytest.fixture(autouse=True)
+def model_path(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example package and the test models importable, as `pip install` or PYTHONPATH would make them."""
+    folder = tmp_path_factory.getbasetemp() / "user_models"
+    if not folder.exists():
+        folder.mkdir()
+        (folder / "user_models.py").write_text(USER_MODELS)
+        (folder / "broken_models.py").write_text("raise RuntimeError('cannot reach the weights server')\n")
+    monkeypatch.syspath_prepend(str(MIXER_DIR))
+    monkeypatch.syspath_prepend(str(folder))
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def fails(*args: str, code: int) -> str:
+    exit_code, out, err = run(*args)
+    assert exit_code == code, (out, err)
+    err = err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "Traceback" not in out + err
+    return err
+
+
+def canonical(path: str) -> str:
+    """Linen and NNX name the same leaf differently only in these prefixes and NNX's `/value`."""
+    for old, new in (("params/", "param/"), ("model/", "param/"), ("optimizer/opt_state/", "opt/"), ("opt_state/", "opt/")):
+        if path.startswith(old):
+            path = new + path[len(old):]
+    return path.removesuffix("/value").replace("optimizer/step", "step")
+
+
+# The example package, compiled for a real TPU topology on both paths.
+
+
+def test_mixer_compiles_for_a_tpu_topology_on_both_paths_to_the_same_program() -> None:
+    reports = {
+        path: build_report(Request(topology="v5p-8", model=MIXER, pure_nnx=path == "nnx", backend="libtpu", cache=False))
+        for path in ("linen", "nnx")
+    }
+    for path, report in reports.items():
+        assert (report.header["path"], report.header["backend"], report.header["model"]) == (path, "libtpu", MIXER)
+        assert report.header["topology"]["devices"] == 4 and report.compile is not None and report.compile.fits
+        # The model's own config keys and its rules, in front of base.yml's, reach the report.
+        assert report.header["config"]["patch_size"] == 8
+        rules = [name for name, _ in report.header["rules"]]
+        assert rules[:6] == ["pixel", "patch", "hidden", "token_mlp", "channel_mlp", "classes"]
+        assert "activation_batch" in rules
+        assert report.batch["images"] == {
+            "shape": [4, 32, 32, 3], "dtype": "float32", "logical_axes": ["activation_batch", None, None, None],
+            "spec": ["fsdp"],
+        }
+        assert report.totals()["unannotated"]["leaves"] == []
+    linen, nnx = reports["linen"], reports["nnx"]
+    stem = linen.by_path["params/stem/kernel"]
+    assert (stem.shape, stem.logical_axes, stem.spec) == ((192, 64), ("pixel", "hidden"), (None, "fsdp"))
+    # One parameter tree, one program: the two paths differ only in how leaves are named.
+    same = {canonical(p): (x.shape, x.logical_axes, x.spec) for p, x in linen.by_path.items()}
+    assert same == {canonical(p): (x.shape, x.logical_axes, x.spec) for p, x in nnx.by_path.items()}
+    assert linen.totals()["parameters"] == nnx.totals()["parameters"] == 48_938
+    assert linen.compile.memory == nnx.compile.memory
+    assert (linen.compile.flops, linen.compile.collectives) == (nnx.compile.flops, nnx.compile.collectives)
+
+
+def test_mixer_compiles_on_the_mock_backend_with_model_config_from_the_command_line() -> None:
+    code, out, err = run(
+        "compile", "--model", MIXER, "-t", "v5p-16", "--backend", "mock", "--set", "num_blocks=3",
+        "--set", "hidden_dim=128", "--format", "json",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["header"]["backend"] == "mock" and data["compile"]["verdict"] == "fits"
+    assert data["header"]["config"]["num_blocks"] == 3
+    assert "params/block_2/channel_mixing/wi" in data["leaves"]
+    assert data["leaves"]["params/stem/kernel"]["shape"] == [192, 128]
+
+
+# Discovery: built-ins, installed entry points, module:attribute.
+
+
+@pytest.fixture
+def installed_mixer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `pip install examples/mixer` leaves on sys.path: a dist-info with the entry point."""
+    project = tomllib.loads((MIXER_DIR / "pyproject.toml").read_text())["project"]
+    dist = tmp_path / "aotcheck_mixer-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+    entry_points = project["entry-points"]["aotcheck.models"]
+    (dist / "entry_points.txt").write_text("[aotcheck.models]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_models_lists_builtins_and_installed_models_with_their_source(installed_mixer: None) -> None:
+    code, out, err = run("models")
+    assert code == 0, err
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 4}
+    assert {"tiny", "llama2-7b", "mixtral-8x7b", "mixer"} <= set(rows)
+    assert "built-in" in rows["tiny"] and "linen, nnx" in rows["tiny"]
+    assert "entry point (aotcheck-mixer: aotcheck_mixer:MIXER)" in rows["mixer"]
+    assert "MLP-Mixer image classifier" in rows["mixer"]
+
+
+def test_an_installed_model_is_found_by_name(installed_mixer: None) -> None:
+    code, out, err = run("compile", "--model", "mixer", "-t", "v5p-8", "--no-compile", "--format", "json")
+    assert code == 0, err
+    header = json.loads(out)["header"]
+    assert (header["model"], header["model_source"]) == ("mixer", "entry point (aotcheck-mixer: aotcheck_mixer:MIXER)")
+    assert fails("compile", "--model", "mixr", "--no-compile", code=2).startswith("error: unknown model 'mixr'; did you mean mixer?")
+
+
+def test_builtin_models_are_served_through_the_same_protocol() -> None:
+    entry = resolve_model("llama2-7b")
+    assert isinstance(entry.spec, aotcheck.ModelSpec) and entry.source == "built-in"
+    assert entry.spec.paths() == ("linen", "nnx") and entry.spec.loss is aotcheck.next_token_loss
+
+
+def test_public_surface_imports_without_jax_and_sets_the_libtpu_environment() -> None:
+    code = "import aotcheck, os, sys; print(sorted(aotcheck.__all__), 'jax' in sys.modules, os.environ['TPU_SKIP_MDS_QUERY'])"
+    env = {"PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split("]")[1].split() == ["False", "1"]
+    for name in aotcheck.__all__:
+        assert getattr(aotcheck, name) is not None
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", aotcheck.__version__)
+
+
+# Errors: one line each, the documented exit code.
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("nosuchpkg.mod:X",
+         "error: model 'nosuchpkg.mod:X': cannot import module 'nosuchpkg.mod': ModuleNotFoundError: No module named 'nosuchpkg'"),
+        ("broken_models:M",
+         "error: model 'broken_models:M': cannot import module 'broken_models': RuntimeError: cannot reach the weights server"),
+        ("user_models:BAD_BACH",
+         "error: model 'user_models:BAD_BACH': module 'user_models' has no attribute 'BAD_BACH'; did you mean BAD_BATCH?"),
+        ("user_models:SPEC",
+         "error: model 'user_models:SPEC': module 'user_models' has no attribute 'SPEC'; its ModelSpecs: BAD_BATCH, "
+         "LINEN_ONLY, LINEN_RAISES, MIXER, NNX_ONLY, NNX_RAISES, UNANNOTATED"),
+        ("user_models:NOT_A_SPEC",
+         "error: model 'user_models:NOT_A_SPEC': user_models:NOT_A_SPEC is not an aotcheck.ModelSpec (it is int)"),
+        ("user_models:", "error: model 'user_models:': give the attribute too, as user_models:NAME"),
+        ("tinyy", "error: unknown model 'tinyy'; did you mean tiny? (`aotcheck models` lists them; or use package.module:attribute)"),
+    ],
+)
+def test_a_model_that_cannot_be_found_is_a_usage_error(model: str, message: str) -> None:
+    assert fails("compile", "--model", model, "--no-compile", code=2) == message
+
+
+@pytest.mark.parametrize("path", ["linen", "nnx"])
+def test_a_factory_that_raises_names_its_path(path: str) -> None:
+    err = fails("compile", "--model", f"user_models:{path.upper()}_RAISES", f"--{'pure-nnx' if path == 'nnx' else 'linen'}",
+                "-t", "v5p-8", "--no-compile", code=3)
+    assert err == f"error: model 'mixer': the {path} factory raised ValueError: hidden_dim must be even"
+
+
+@pytest.mark.parametrize("path", ["linen", "nnx"])
+def test_a_batch_that_does_not_fit_the_model_is_named(path: str) -> None:
+    err = fails("compile", "--model", "user_models:BAD_BATCH", f"--{'pure-nnx' if path == 'nnx' else 'linen'}",
+                "-t", "v5p-8", "--no-compile", code=3)
+    assert err.startswith(
+        f"error: model 'mixer' ({path}): the loss failed on the batch (images float32[4, 16, 16, 3], labels int32[4]); "
+        "does batch() fit the model? TypeError: dot_general requires contracting dimensions to have the same shape"
+    )
+
+
+def test_a_model_with_one_path_compiles_on_it_and_names_the_missing_one() -> None:
+    code, out, err = run("compile", "--model", "user_models:LINEN_ONLY", "-t", "v5p-8", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["compile"]["verdict"] == "fits"
+    assert fails("compile", "--model", "user_models:LINEN_ONLY", "--pure-nnx", "--no-compile", code=2) == (
+        "error: model 'mixer' has no nnx path: its ModelSpec gives linen (set ModelSpec.nnx)"
+    )
+    # An NNX-only model runs on NNX without being told; asking for Linen names what is missing.
+    code, out, err = run("compile", "--model", "user_models:NNX_ONLY", "-t", "v5p-8", "--no-compile", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["header"]["path"] == "nnx"
+    assert fails("compile", "--model", "user_models:NNX_ONLY", "--linen", "--no-compile", code=2) == (
+        "error: model 'mixer' has no linen path: its ModelSpec gives nnx (set ModelSpec.linen)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("patch_sise=4", "error: config: unknown key 'patch_sise'; did you mean patch_size"),
+        ("hidden_dim=wide", "error: config: hidden_dim: Input should be a valid integer, unable to parse string as an integer (got 'wide')"),
+        ("num_classes=0", "error: config: num_classes: Input should be greater than 0 (got 0)"),
+        ("image_size=30", "error: config: image_size=30 is not a multiple of patch_size=8"),
+    ],
+)
+def test_model_config_is_validated_like_aotchecks_own(override: str, message: str) -> None:
+    assert fails("compile", "--model", MIXER, "--set", override, "--no-compile", code=2).startswith(message)
+
+
+# Leaves without annotations are reported, not fatal.
+
+
+@pytest.mark.parametrize("path", ["linen", "nnx"])
+def test_unannotated_leaves_are_replicated_and_reported_with_their_bytes(path: str) -> None:
+    args = ("compile", "--model", "user_models:UNANNOTATED", "-t", "v5p-8", f"--{'pure-nnx' if path == 'nnx' else 'linen'}")
+    code, out, err = run(*args, "--format", "json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["compile"]["verdict"] == "fits"
+    bias = "params/bias" if path == "linen" else "model/bias/value"
+    assert data["leaves"][bias]["logical_axes"] is None and data["leaves"][bias]["spec"] == []
+    assert data["leaves"][bias]["bytes_per_device"] == 1024  # 256 float32, whole on every device
+    unannotated = data["totals"]["unannotated"]
+    assert len(unannotated["leaves"]) == 3 and bias in unannotated["leaves"]  # the bias and its two Adam moments
+    assert unannotated["bytes_per_device"] == 3 * 1024
+    code, out, err = run(*args)
+    assert code == 0, err
+    assert "unannotated (replicated on every device): 3 leaves, 3.00 KiB per device: " in out
+    assert bias in out
+
+
+# The documented snippet runs verbatim.
+
+
+def documented_section() -> str:
+    for doc in (REPO / "README.md", REPO / "docs" / "models.md"):
+        text = doc.read_text() if doc.exists() else ""
+        found = re.search(r"^## Your own model\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+        if found:
+            return found.group(1)
+    raise AssertionError("no '## Your own model' section in README.md or docs/models.md")
+
+
+def test_the_documented_model_runs_as_documented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    section = documented_section()
+    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", section, re.S | re.M)
+    code = [body for lang, body in blocks if lang == "python"]
+    commands = [
+        shlex.split(line.split("#")[0])
+        for lang, body in blocks
+        if lang == "sh"
+        for line in body.splitlines()
+        if line.startswith("aotcheck ")
+    ]
+    assert len(code) == 1 and commands
+    module = re.search(r"Save this as `(\w+)\.py`", section)
+    assert module is not None
+    (tmp_path / f"{module.group(1)}.py").write_text(textwrap.dedent(code[0]))
+    monkeypatch.chdir(tmp_path)  # as documented: run from the folder that holds the file
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for args in commands:
+        assert args[0] == "aotcheck"
+        exit_code, out, err = run(*args[1:])
+        assert exit_code == 0, (args, out, err)
+        assert "Traceback" not in out + err
+        if args[1] == "compile":
+            assert "fits:" in out and "unannotated" not in out, out
