@@ -204,7 +204,7 @@ def _gate(
     if update:
         gate.refuse_update_in_ci(force)
     matrix = matrix_mod.load(matrix_file)
-    units = matrix.units(matrix_mod.select(matrix, case or (), filter_, slow))
+    units = matrix_mod.select(matrix, case or (), filter_, slow)
     if shard is not None:
         units = matrix_mod.shard(units, *matrix_mod.parse_shard(shard))
     command = "aotcheck golden update" + (f" --matrix {matrix_file}" if matrix_file else "") + (

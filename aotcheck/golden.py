@@ -8,8 +8,9 @@
 - `compile.json`: memory per device, fit verdict, FLOPs and collectives (absent for a
   sharding-only case).
 
-Everything is sorted and indented with a trailing newline, and nothing in them is noise
-(no times), so a file changes exactly where the model did. Derived figures (per-device
+Everything is sorted and indented with a trailing newline, short lists (a PartitionSpec, a
+shape) stay on one line so a change is one changed line, and nothing in them is noise (no
+times), so a file changes exactly where the model did. Derived figures (per-device
 shapes, bytes) are left out and recomputed on reading. Each file is replaced atomically,
 so an interrupted update leaves every file either old or new.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from aotcheck._io import atomic_write
 from aotcheck.errors import UsageError
-from aotcheck.report import CompileReport, LeafReport, Report, dumps
+from aotcheck.report import CompileReport, LeafReport, Report
 from aotcheck.rules import shard_shape, spec_from_json, spec_to_json
 
 SHARDINGS = "named_shardings.json"
@@ -31,6 +32,29 @@ DTYPES = "state_dtypes.json"
 COMPILE = "compile.json"
 SHARDING_FILES = (SHARDINGS, ANNOTATIONS, DTYPES)
 FILES = (*SHARDING_FILES, COMPILE)
+
+
+_INLINE = 100  # widest list kept on one line
+
+
+def dumps(data: Any) -> str:
+    """Deterministic JSON for review: sorted keys, indent 2, short dict-free lists inline, trailing newline."""
+    return _encode(data, "") + "\n"
+
+
+def _encode(value: Any, pad: str) -> str:
+    inner = pad + "  "
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = (f"{inner}{json.dumps(k)}: {_encode(value[k], inner)}" for k in sorted(value))
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list | tuple):
+        flat = json.dumps(value)
+        if len(flat) <= _INLINE and "{" not in flat:
+            return flat
+        return "[\n" + ",\n".join(inner + _encode(v, inner) for v in value) + "\n" + pad + "]"
+    return json.dumps(value)
 
 
 def files_of(report: Report) -> dict[str, str]:

@@ -199,8 +199,9 @@ def _toml(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not valid TOML: {exc}") from None
 
 
-def select(matrix: Matrix, names: Sequence[str] = (), pattern: str | None = None, slow: bool = False) -> list[Case]:
-    """Cases named exactly (`--case`, slow or not), else those matching `pattern`; slow ones only if asked."""
+def select(matrix: Matrix, names: Sequence[str] = (), pattern: str | None = None, slow: bool = False) -> list[Unit]:
+    """Units of the cases named exactly (`--case`, slow or not), else of every case (slow ones only if
+    asked), narrowed to those whose `case/path` name matches `pattern` (a substring or a glob)."""
     if names:
         known = {c.name: c for c in matrix.cases}
         for name in names:
@@ -209,12 +210,13 @@ def select(matrix: Matrix, names: Sequence[str] = (), pattern: str | None = None
         chosen = [c for c in matrix.cases if c.name in names]
     else:
         chosen = [c for c in matrix.cases if slow or not c.slow]
+    units = matrix.units(chosen)
     if pattern:
         glob = pattern if any(ch in pattern for ch in "*?[") else f"*{pattern}*"
-        chosen = [c for c in chosen if fnmatch.fnmatchcase(c.name, glob)]
-        if not chosen:
+        units = [u for u in units if fnmatch.fnmatchcase(u.name, glob) or fnmatch.fnmatchcase(u.case.name, glob)]
+        if not units:
             raise UsageError(f"no case matches '{pattern}' in {matrix.source}")
-    return chosen
+    return units
 
 
 def parse_shard(text: str) -> tuple[int, int]:
