@@ -28,6 +28,7 @@ MIXER = "aotcheck_mixer:MIXER"
 USER_MODELS = '''
 import dataclasses
 
+import pydantic
 from aotcheck_mixer import MIXER
 from flax import linen as nn
 from flax import nnx
@@ -54,20 +55,31 @@ NNX_ONLY = dataclasses.replace(MIXER, linen=None)
 NOT_A_SPEC = 3
 
 
+class BiasedFields(pydantic.BaseModel):
+    width: int = 256
+    annotate_kernel: bool = True
+
+
+def _kernel_axes(cfg):
+    return ("embed", "mlp") if cfg.model.annotate_kernel else None
+
+
 class LinenBiased(nn.Module):
     cfg: aotcheck.RunConfig
 
     @nn.compact
     def __call__(self, x):
-        kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.ones, ("embed", "mlp")), (64, 256))
-        bias = self.param("bias", nn.initializers.zeros, (256,))  # no logical axes
+        axes, init = _kernel_axes(self.cfg), nn.initializers.ones
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, axes) if axes else init, (64, self.cfg.model.width))
+        bias = self.param("bias", nn.initializers.zeros, (self.cfg.model.width,))  # no logical axes
         return x @ kernel + bias
 
 
 class NnxBiased(nnx.Module):
     def __init__(self, cfg, rngs):
-        self.kernel = nnx.Param(nnx.initializers.ones(rngs.params(), (64, 256)), out_sharding=("embed", "mlp"))
-        self.bias = nnx.Param(nnx.initializers.zeros(rngs.params(), (256,)))
+        shape, axes = (64, cfg.model.width), _kernel_axes(cfg)
+        self.kernel = nnx.Param(nnx.initializers.ones(rngs.params(), shape), **({"out_sharding": axes} if axes else {}))
+        self.bias = nnx.Param(nnx.initializers.zeros(rngs.params(), (cfg.model.width,)))
 
     def __call__(self, x):
         return x @ self.kernel[...] + self.bias[...]
@@ -78,7 +90,8 @@ def _vectors(cfg, n):
 
 
 UNANNOTATED = aotcheck.ModelSpec(
-    name="biased", linen=LinenBiased, nnx=NnxBiased, batch=_vectors, loss=lambda apply, b: apply(b["x"]).mean()
+    name="biased", linen=LinenBiased, nnx=NnxBiased, batch=_vectors, loss=lambda apply, b: apply(b["x"]).mean(),
+    config=BiasedFields,
 )
 '''
 
@@ -160,6 +173,24 @@ def test_mixer_compiles_on_the_mock_backend_with_model_config_from_the_command_l
     assert data["header"]["config"]["num_blocks"] == 3
     assert "params/block_2/channel_mixing/wi" in data["leaves"]
     assert data["leaves"]["params/stem/kernel"]["shape"] == [192, 128]
+
+
+def test_mixer_diff_linen_nnx_is_clean() -> None:
+    code, out, err = run("diff", "linen", "nnx", "--model", MIXER, "-t", "v5p-8", "--format", "json")
+    assert code == 0, (out, err)
+    result = json.loads(out)
+    assert result["differences"] == 0 and result["verdict"] == "identical (apart from 1 explained note)"
+    assert [(f["leaf"], f["explained"]) for f in result["findings"]] == [("step", True)]  # int32 vs uint32 step
+
+
+def test_mixer_goldens_in_its_own_folder_pass_check() -> None:
+    code, out, err = run("check", "--matrix", str(MIXER_DIR / "matrix.yml"), "--json")
+    assert code == 0, (out, err)
+    result = json.loads(out)
+    cases = [(o["case"], o["path"], o["status"], Path(o["golden"]).resolve()) for o in result["outcomes"]]
+    assert cases == [
+        (f"mixer/{t}", p, "ok", MIXER_DIR / "golden" / t / p) for t in ("v5p-8", "v5p-128") for p in ("linen", "nnx")
+    ]
 
 
 # Discovery: built-ins, installed entry points, module:attribute.
@@ -267,6 +298,10 @@ def test_a_model_with_one_path_compiles_on_it_and_names_the_missing_one() -> Non
     assert fails("compile", "--model", "user_models:NNX_ONLY", "--linen", "--no-compile", code=2) == (
         "error: model 'mixer' has no linen path: its ModelSpec gives nnx (set ModelSpec.linen)"
     )
+    # `diff` needs both paths, and says which one is missing.
+    assert fails("diff", "linen", "nnx", "--model", "user_models:LINEN_ONLY", "-t", "v5p-8", "--no-compile", code=2) == (
+        "error: model 'mixer' has no nnx path: its ModelSpec gives linen (set ModelSpec.nnx)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -302,6 +337,23 @@ def test_unannotated_leaves_are_replicated_and_reported_with_their_bytes(path: s
     assert code == 0, err
     assert "unannotated (replicated on every device): 3 leaves, 3.00 KiB per device: " in out
     assert bias in out
+
+
+def test_check_flags_a_large_leaf_that_loses_its_annotation(tmp_path: Path) -> None:
+    matrix = tmp_path / "matrix.yml"
+    case = '{name: biased, model: "user_models:UNANNOTATED", topology: v5p-8, compile: false, overrides: [width=8192%s]}'
+    matrix.write_text(f"golden_dir: golden\ncases:\n  - {case % ''}\n")
+    code, out, err = run("golden", "update", "--matrix", str(matrix), "--force")
+    assert code == 0, (out, err)
+    # The 64x8192 kernel (2 MiB) loses its logical axes: it is now whole on every device.
+    matrix.write_text(f"golden_dir: golden\ncases:\n  - {case % ', annotate_kernel=false'}\n")
+    code, out, err = run("check", "--matrix", str(matrix), "--json")
+    assert code == 1, (out, err)
+    outcomes = {o["path"]: o for o in json.loads(out)["outcomes"]}
+    for path in ("linen", "nnx"):
+        assert outcomes[path]["status"] == "changed"
+        flagged = [f["leaf"] for f in outcomes[path]["findings"] if f["category"] == "newly replicated large leaf"]
+        assert "param/kernel" in flagged, outcomes[path]["findings"]
 
 
 # The documented snippet runs verbatim.
