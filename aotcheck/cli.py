@@ -7,9 +7,10 @@ error; 3 a model could not be built, lowered or compiled; 4 the step does not fi
 from __future__ import annotations
 
 import functools
+import io
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -49,13 +50,13 @@ def one_line_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     markdown = "markdown"
 
 
-class BackendChoice(str, Enum):
+class BackendChoice(StrEnum):
     auto = "auto"
     libtpu = "libtpu"
     mock = "mock"
@@ -129,9 +130,7 @@ def compile_(
     elif fmt is Format.markdown:
         emit(render.markdown(report, all_leaves=leaves), out)
     else:
-        console = _console()
-        if out is not None:
-            console = Console(record=True, width=160, file=open("/dev/null", "w"))  # noqa: SIM115
+        console = _console() if out is None else Console(record=True, width=160, file=io.StringIO())
         console.print(render.summary(report, largest=0 if leaves else 8))
         if leaves:
             console.print(render.leaf_table(report, title="all leaves"))
@@ -274,6 +273,65 @@ def golden_update(
     """Write the golden files of the selected cases (atomically) and print what changed; refused in CI without --force."""
     _gate(update=True, force=force, case=case, filter_=filter_, slow=slow, matrix_file=matrix_file,
           golden_dir=golden_dir, shard=shard, jobs=jobs, backend=backend, as_json=as_json)
+
+
+# ---- aotcheck diff: two states (linen, nnx, saved reports, goldens, MaxText goldens) leaf by leaf ----
+
+DiffSide = Annotated[str, typer.Argument(
+    help="linen or nnx (built now from the options), an aotcheck report JSON, a golden directory, "
+    "or MaxText's named_shardings.json / logical_shardings.json (or their directory).",
+    show_default=False,
+)]
+
+
+@app.command("diff")
+@one_line_errors
+def diff_(
+    a: DiffSide,
+    b: DiffSide,
+    topology: Topology = "v5p-128",
+    model: Model = None,
+    config: ConfigFile = None,
+    sets: Sets = None,
+    num_slices: NumSlices = 1,
+    no_compile: NoCompile = False,
+    rewrites: Annotated[Path | None, typer.Option(
+        "--rewrites", help="YAML file of extra canonical-path rewrite rules for containers named differently, "
+        "applied after configs/canonical.yml and laid out like it (per source kind: pattern, replacement, optional role).")] = None,
+    memory_tolerance: Annotated[float, typer.Option(
+        "--memory-tolerance", min=0, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
+    fmt: FormatOpt = Format.table,
+    out: Out = None,
+    backend: BackendOpt = BackendChoice.auto,
+) -> None:
+    """Compare two states leaf by leaf (sharding, logical axes, dtypes, shapes) and their compiled steps.
+
+    `aotcheck diff linen nnx` builds both paths of one configuration: does the NNX model give exactly the Linen model's state, sharding and memory? Expected, harmless differences (the step's dtype, NNX-only rng state) are listed as notes and do not fail.
+
+    Exit 0 identical, 1 a real difference, 2 usage error, 3 a side could not be built.
+    """
+    from aotcheck import canonical
+    from aotcheck import diff as diff_mod
+    from aotcheck.errors import EXIT_REGRESSION
+    from aotcheck.pipeline import build_report
+
+    rules = canonical.defaults() if rewrites is None else canonical.defaults().then(canonical.read(rewrites))
+    request = request_from(topology, num_slices, model, config, sets, no_compile, backend)
+    built: dict[str, Any] = {}
+
+    def side(name: str) -> Any:
+        if name in ("linen", "nnx"):
+            if name not in built:
+                built[name] = build_report(request.with_path(name), progress())
+            return built[name]
+        return diff_mod.load_side(Path(name))
+
+    ra, rb = side(a), side(b)
+    findings = diff_mod.compare(ra, rb, memory_tolerance=memory_tolerance, rewrites=rules)
+    render = {Format.json: diff_mod.to_json, Format.markdown: diff_mod.to_markdown, Format.table: diff_mod.to_text}[fmt]
+    emit(render(findings, ra, rb, a, b), out)
+    if diff_mod.failing(findings):
+        raise typer.Exit(EXIT_REGRESSION)
 
 
 def main() -> None:

@@ -30,6 +30,12 @@ class BuildError(AotcheckError):
     exit_code = EXIT_BUILD
 
 
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for wrapping a library's exception in a one-line error."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> str:
     """`; did you mean a, b?` or an empty string, for the end of an error message."""
     found = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)

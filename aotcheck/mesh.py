@@ -21,7 +21,7 @@ class MeshPlan:
 
     @property
     def shape(self) -> dict[str, int]:
-        return {a: i * d for a, i, d in zip(self.axis_names, self.ici, self.dcn)}
+        return {a: i * d for a, i, d in zip(self.axis_names, self.ici, self.dcn, strict=True)}
 
 
 def _fill(kind: str, sizes: dict[str, int], total: int, what: str) -> tuple[int, ...]:
@@ -70,7 +70,7 @@ def build_mesh(plan: MeshPlan, target: Target, allow_split_physical_axes: bool) 
         # CPU devices have no torus: lay them out slice-major, as the hybrid mesh does.
         grid = np.array(devices, dtype=object).reshape(plan.dcn + plan.ici)
         n = len(plan.axis_names)
-        order = [i for pair in zip(range(n), range(n, 2 * n)) for i in pair]
+        order = [i for pair in zip(range(n), range(n, 2 * n), strict=True) for i in pair]
         array = grid.transpose(order).reshape(tuple(plan.shape.values()))
     else:
         try:
@@ -83,7 +83,7 @@ def build_mesh(plan: MeshPlan, target: Target, allow_split_physical_axes: bool) 
                     plan.ici, devices, allow_split_physical_axes=allow_split_physical_axes
                 )
         except (NotImplementedError, ValueError, AssertionError) as exc:
-            sizes = " x ".join(f"{a}={s}" for a, s in zip(plan.axis_names, plan.ici) if s > 1)
+            sizes = " x ".join(f"{a}={s}" for a, s in zip(plan.axis_names, plan.ici, strict=True) if s > 1)
             torus = target.topology.libtpu_topology.split(":")[1]
             hint = "" if allow_split_physical_axes else "; set allow_split_physical_axes=true to allow it"
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

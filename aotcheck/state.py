@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aotcheck.config import RunConfig
-from aotcheck.errors import BuildError, UsageError
+from aotcheck.errors import BuildError, UsageError, one_line
 from aotcheck.model import BatchField, ModelSpec
 
 Path = Literal["linen", "nnx"]
@@ -71,7 +71,7 @@ def abstract_batch(cfg: RunConfig, spec: ModelSpec, global_batch: int) -> dict[s
     try:
         fields = dict(spec.batch(cfg, global_batch))
     except Exception as exc:
-        raise BuildError(f"model '{spec.name}': batch() raised {_one_line(exc)}") from exc
+        raise BuildError(f"model '{spec.name}': batch() raised {one_line(exc)}") from exc
     return dict(sorted(fields.items()))
 
 
@@ -136,7 +136,7 @@ def _call_factory(spec: ModelSpec, path: str, make: Callable[[], Any]) -> Any:
     except (UsageError, BuildError):
         raise
     except Exception as exc:
-        raise BuildError(f"model '{spec.name}': the {path} factory raised {_one_line(exc)}") from exc
+        raise BuildError(f"model '{spec.name}': the {path} factory raised {one_line(exc)}") from exc
 
 
 def _call_loss(spec: ModelSpec, path: str, apply: Callable[..., Any], batch: Mapping[str, Any]) -> Any:
@@ -148,13 +148,8 @@ def _call_loss(spec: ModelSpec, path: str, apply: Callable[..., Any], batch: Map
         shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in batch.items())
         raise BuildError(
             f"model '{spec.name}' ({path}): the loss failed on the batch ({shapes}); "
-            f"does batch() fit the model? {_one_line(exc)}"
+            f"does batch() fit the model? {one_line(exc)}"
         ) from exc
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def key_str(key: Any) -> str:
@@ -181,7 +176,7 @@ def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[s
         except (UsageError, BuildError):
             raise
         except Exception as exc:
-            raise BuildError(f"model '{spec.name}' (linen): abstract init failed: {_one_line(exc)}") from exc
+            raise BuildError(f"model '{spec.name}' (linen): abstract init failed: {one_line(exc)}") from exc
         tree = nn.meta.unbox(boxed)
         metas = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
         axes = [tuple(m.names) if isinstance(m, nn.LogicallyPartitioned) else None for m in metas]
@@ -195,18 +190,18 @@ def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[s
         except (UsageError, BuildError):
             raise
         except Exception as exc:
-            raise BuildError(f"model '{spec.name}' (nnx): abstract init failed: {_one_line(exc)}") from exc
+            raise BuildError(f"model '{spec.name}' (nnx): abstract init failed: {one_line(exc)}") from exc
         graphdef, tree = nnx.split(module)
         variables = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
         axes = [_nnx_axes(v) for v in variables]
-        roles = [_nnx_role(p, v) for p, v in zip(_paths(tree), variables)]
+        roles = [_nnx_role(p, v) for p, v in zip(_paths(tree), variables, strict=True)]
 
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     if len(flat) != len(axes):
         raise BuildError(f"model '{spec.name}' ({path}): state leaves and their annotations do not line up")
     leaves = tuple(
         Leaf(path_str(keys), role, tuple(a.shape), str(a.dtype), ax)
-        for (keys, a), ax, role in zip(flat, axes, roles)
+        for (keys, a), ax, role in zip(flat, axes, roles, strict=True)
     )
     for leaf in leaves:
         if leaf.logical_axes is not None and len(leaf.logical_axes) != len(leaf.shape):

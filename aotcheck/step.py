@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aotcheck.config import RunConfig
-from aotcheck.errors import BuildError, UsageError
+from aotcheck.errors import BuildError, UsageError, one_line
 from aotcheck.model import BatchField, ModelSpec
 from aotcheck.rules import Spec, describe_entry, indivisible, normalise, partition_spec, resolve
-from aotcheck.state import AbstractState, Leaf, _one_line
+from aotcheck.state import AbstractState, Leaf
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 # An HLO instruction of one of those kinds, sync or async-start (`-done` halves are not counted).
@@ -110,7 +110,7 @@ def lower(
     except (UsageError, BuildError):
         raise
     except Exception as exc:
-        raise BuildError(f"model '{spec.name}' ({state.path}): lowering train_step failed: {_one_line(exc)}") from exc
+        raise BuildError(f"model '{spec.name}' ({state.path}): lowering train_step failed: {one_line(exc)}") from exc
     return Lowered(lowered, time.perf_counter() - start)
 
 
@@ -136,7 +136,7 @@ def compile_lowered(lowered: Lowered, label: str) -> Compiled:
         found = next((m for r in _OOM_RES if (m := r.search(message))), None)
         if "RESOURCE_EXHAUSTED" in message and found:
             return Compiled(None, time.perf_counter() - start, (_bytes(found.group(1)), _bytes(found.group(2))))
-        raise BuildError(f"{label}: compile failed: {_one_line(exc)}") from exc
+        raise BuildError(f"{label}: compile failed: {one_line(exc)}") from exc
     return Compiled(executable, time.perf_counter() - start)
 
 

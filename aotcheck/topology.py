@@ -9,6 +9,7 @@ the same number of CPU devices stands in, and every report says so.
 from __future__ import annotations
 
 import csv
+import difflib
 import functools
 import importlib.util
 import re
@@ -78,8 +79,6 @@ def _close_names(name: str, table: dict[str, Topology]) -> list[str]:
         if same:
             same.sort(key=lambda t: (abs(int(t.name.rsplit("-", 1)[1]) - size), t.name))
             return [t.name for t in same[:3]]
-    import difflib
-
     return difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
 
 
