@@ -134,11 +134,15 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     return Built(Report(header=header, batch=batch_json, leaves=leaves, compile=compiled, timings=timings), executable)
 
 
+# jax's typed PRNG keys (NNX rng state) are not numpy dtypes; each holds 2 (threefry) or 4 (rbg) uint32 words.
+_KEY_BYTES = {"key<fry>": 8, "key<rbg>": 16, "key<urbg>": 16}
+
+
 def _leaf_report(leaf: state.Leaf, spec: rules.Spec, mesh_shape: Mapping[str, int]) -> LeafReport:
     import numpy as np
 
     shard = rules.shard_shape(leaf.shape, spec, mesh_shape)
-    itemsize = np.dtype(leaf.dtype).itemsize
+    itemsize = _KEY_BYTES[leaf.dtype] if leaf.dtype in _KEY_BYTES else np.dtype(leaf.dtype).itemsize
     return LeafReport(
         path=leaf.path,
         role=leaf.role,
