@@ -6,10 +6,11 @@ error; 3 a model could not be built, lowered or compiled; 4 the step does not fi
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -98,9 +99,15 @@ def emit(text: str, out: Path | None) -> None:
     typer.echo(f"wrote {out}", err=True)
 
 
-def progress() -> Callable[[str], None]:
+@contextlib.contextmanager
+def progress() -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr naming the current stage; silent when stderr is not a terminal."""
     console = _console(stderr=True)
-    return lambda msg: console.log(msg) if console.is_terminal else None
+    if not console.is_terminal:
+        yield lambda _msg: None
+        return
+    with console.status("starting") as status:
+        yield lambda msg: status.update(f"{msg} ...")
 
 
 @app.command("compile")
@@ -124,7 +131,8 @@ def compile_(
     from aotcheck.pipeline import build_report
 
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx, no_cache)
-    report = build_report(request, progress())
+    with progress() as say:
+        report = build_report(request, say)
     if fmt is Format.json:
         emit(report.to_json(), out)
     elif fmt is Format.markdown:
@@ -322,7 +330,8 @@ def diff_(
     def side(name: str) -> Any:
         if name in ("linen", "nnx"):
             if name not in built:
-                built[name] = build_report(request.with_path(name), progress())
+                with progress() as say:
+                    built[name] = build_report(request.with_path(name), say)
             return built[name]
         return diff_mod.load_side(Path(name))
 
