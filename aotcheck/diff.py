@@ -521,7 +521,11 @@ def to_text(findings: list[Finding], a: Report, b: Report, a_label: str, b_label
     if notes:
         lines.append(f"\nexplained notes ({len(notes)}, expected and harmless; they do not fail)")
         for f in notes:
-            lines.append(f"  {f.leaf or ''}  {f.category}: {_value(f.category, f.before)} -> {_value(f.category, f.after)}  ({f.note})")
+            if f.category in ("leaf added", "leaf removed"):
+                change = f"{_heading(f.category, a_label, b_label)}: {_value(f.category, f.before or f.after)}"
+            else:
+                change = f"{f.category}: {_value(f.category, f.before)} -> {_value(f.category, f.after)}"
+            lines.append(f"  {_where(f)}  {change}  ({f.note})")
     return "\n".join(lines) + "\n"
 
 

@@ -265,3 +265,29 @@ def test_bad_rewrite_rule_is_a_usage_error(tmp_path: Path) -> None:
     result = invoke("linen", "nnx", "--no-compile", "--rewrites", str(rules))
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {rules}: nnx rule 1: bad replacement '\\\\2': invalid group reference 2 at position 1"
+
+
+def test_a_golden_directory_stands_as_a_side(tmp_path: Path) -> None:
+    from aotcheck import golden
+
+    golden.write_golden(tmp_path / "golden", build_report(Request(topology="v5p-128", compile=False, pure_nnx=False)))
+    result = invoke(str(tmp_path / "golden"), "nnx", "--no-compile", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [(f["category"], f["leaf"]) for f in json.loads(result.stdout)["findings"]] == [("dtype changed", "step")]
+    changed = invoke(str(tmp_path / "golden" / "named_shardings.json"), "linen", "--no-compile", "--set", "mu_dtype=bfloat16")
+    assert changed.exit_code == 1
+    # mu_dtype moves Adam's first moment of each of the 12 parameters; the parameters and nu keep float32.
+    assert "dtype changed (12)" in changed.stdout
+    assert changed.stdout.count("  opt/0/mu/") == 12 and "  param/" not in changed.stdout
+
+
+def test_extra_nnx_temp_under_scan_names_graph_updates() -> None:
+    linen = build_report(Request(topology="v5p-8", compile=False, pure_nnx=False))
+    nnx_ = build_report(Request(topology="v5p-8", compile=False, pure_nnx=True))
+    [temp] = [f for f in diff.compare(_with_compile(linen, temp=10 << 20), _with_compile(nnx_, temp=12 << 20))
+              if f.leaf is None and "temp" in f.before]
+    assert diff.GRAPH_UPDATES_NOTE in temp.note and diff.ORDER_NOTE not in temp.note
+    # Less temp on the NNX side is not that cause.
+    [less] = [f for f in diff.compare(_with_compile(linen, temp=12 << 20), _with_compile(nnx_, temp=10 << 20))
+              if f.leaf is None and "temp" in f.before]
+    assert diff.GRAPH_UPDATES_NOTE not in less.note
