@@ -28,6 +28,7 @@ MIXER = "aotcheck_mixer:MIXER"
 USER_MODELS = '''
 import dataclasses
 
+import optax
 import pydantic
 from aotcheck_mixer import MIXER
 from flax import linen as nn
@@ -53,6 +54,7 @@ NNX_RAISES = dataclasses.replace(MIXER, nnx=_raises)
 LINEN_ONLY = dataclasses.replace(MIXER, nnx=None)
 NNX_ONLY = dataclasses.replace(MIXER, linen=None)
 NOT_A_SPEC = 3
+SGD = dataclasses.replace(MIXER, optimizer=lambda cfg: optax.sgd(0.1), defaults={"per_device_batch_size": 2})
 
 
 class BiasedFields(pydantic.BaseModel):
@@ -164,7 +166,7 @@ def test_mixer_compiles_for_a_tpu_topology_on_both_paths_to_the_same_program() -
 
 def test_mixer_compiles_on_the_mock_backend_with_model_config_from_the_command_line() -> None:
     code, out, err = run(
-        "compile", "--model", MIXER, "-t", "v5p-16", "--backend", "mock", "--set", "num_blocks=3",
+        "compile", "--model", MIXER, "-t", "v5p-8", "--backend", "mock", "--set", "num_blocks=3",
         "--set", "hidden_dim=128", "--format", "json",
     )
     assert code == 0, err
@@ -191,6 +193,14 @@ def test_mixer_goldens_in_its_own_folder_pass_check() -> None:
     assert cases == [
         (f"mixer/{t}", p, "ok", MIXER_DIR / "golden" / t / p) for t in ("v5p-8", "v5p-128") for p in ("linen", "nnx")
     ]
+
+
+def test_a_model_brings_its_optimizer_and_config_defaults() -> None:
+    report = build_report(Request(topology="v5p-8", model="user_models:SGD", compile=False))
+    assert report.batch["images"]["shape"] == [8, 32, 32, 3]  # its per_device_batch_size=2 on 4 devices
+    assert {leaf.role for leaf in report.leaves} == {"param", "step"}  # SGD keeps no moments
+    override = build_report(Request(topology="v5p-8", model="user_models:SGD", overrides=("per_device_batch_size=1",), compile=False))
+    assert override.batch["images"]["shape"] == [4, 32, 32, 3]  # the command line still wins
 
 
 # Discovery: built-ins, installed entry points, module:attribute.
@@ -256,7 +266,7 @@ def test_public_surface_imports_without_jax_and_sets_the_libtpu_environment() ->
          "error: model 'user_models:BAD_BACH': module 'user_models' has no attribute 'BAD_BACH'; did you mean BAD_BATCH?"),
         ("user_models:SPEC",
          "error: model 'user_models:SPEC': module 'user_models' has no attribute 'SPEC'; its ModelSpecs: BAD_BATCH, "
-         "LINEN_ONLY, LINEN_RAISES, MIXER, NNX_ONLY, NNX_RAISES, UNANNOTATED"),
+         "LINEN_ONLY, LINEN_RAISES, MIXER, NNX_ONLY, NNX_RAISES, SGD, UNANNOTATED"),
         ("user_models:NOT_A_SPEC",
          "error: model 'user_models:NOT_A_SPEC': user_models:NOT_A_SPEC is not an aotcheck.ModelSpec (it is int)"),
         ("user_models:", "error: model 'user_models:': give the attribute too, as user_models:NAME"),
