@@ -202,7 +202,8 @@ def validate(values: Mapping[str, Any], model_fields: type[pydantic.BaseModel]) 
     core_keys = set(CoreConfig.model_fields)
     model_keys = set(model_fields.model_fields)
     core_vals = {k: v for k, v in values.items() if k in core_keys}
-    model_vals = {k: v for k, v in values.items() if k in model_keys and k not in core_keys}
+    # A model may read a key aotcheck reads too (`dtype`, `max_target_length`): both get its value.
+    model_vals = {k: v for k, v in values.items() if k in model_keys}
     for key in values:
         if key not in core_keys and key not in model_keys:
             raise UsageError(f"config: unknown key '{key}'{close_matches(key, core_keys | model_keys)}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from aotcheck.config import CONFIG_DIR, NoModelFields, RunConfig
-from aotcheck.errors import UsageError, close_matches
+from aotcheck.errors import UsageError, close_matches, one_line
 
 if TYPE_CHECKING:
     import optax
@@ -125,8 +125,7 @@ class _LazySpec:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # any import-time failure of user code is reported, not raised
-            line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise UsageError(f"model '{shown_as}': cannot import module '{module_name}': {type(exc).__name__}: {line}") from None
+            raise UsageError(f"model '{shown_as}': cannot import module '{module_name}': {one_line(exc)}") from None
         if not attr:
             raise UsageError(f"model '{shown_as}': give the attribute too, as {module_name}:NAME")
         try:

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import aotcheck
 from aotcheck.cli import app
 from aotcheck.model import resolve_model
-from aotcheck.pipeline import Request, build_report
+from aotcheck.pipeline import Request, build_report, configure
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +60,7 @@ SGD = dataclasses.replace(MIXER, optimizer=lambda cfg: optax.sgd(0.1), defaults=
 class BiasedFields(pydantic.BaseModel):
     width: int = 256
     annotate_kernel: bool = True
+    dtype: str = "float32"  # a key aotcheck reads too
 
 
 def _kernel_axes(cfg):
@@ -201,6 +202,11 @@ def test_a_model_brings_its_optimizer_and_config_defaults() -> None:
     assert {leaf.role for leaf in report.leaves} == {"param", "step"}  # SGD keeps no moments
     override = build_report(Request(topology="v5p-8", model="user_models:SGD", overrides=("per_device_batch_size=1",), compile=False))
     assert override.batch["images"]["shape"] == [4, 32, 32, 3]  # the command line still wins
+
+
+def test_a_model_config_key_that_aotcheck_also_reads_gets_the_value_given() -> None:
+    cfg, _ = configure(Request(model="user_models:UNANNOTATED", overrides=("dtype=float16", "width=128")))
+    assert (cfg.core.dtype, cfg.model.dtype, cfg.model.width) == ("float16", "float16", 128)
 
 
 # Discovery: built-ins, installed entry points, module:attribute.
