@@ -165,7 +165,7 @@ def read_maxtext(named: Mapping[str, Any] | None, logical: Mapping[str, Any] | N
         for path, e in sorted(entries.items())
     )
     header = {
-        "model": source.parent.parent.name if source.is_file() else source.parent.name,
+        "model": "MaxText goldens",
         "model_source": f"MaxText goldens {source}",
         "path": "maxtext",
         "mesh": mesh,
