@@ -372,39 +372,54 @@ def test_check_flags_a_large_leaf_that_loses_its_annotation(tmp_path: Path) -> N
         assert "param/kernel" in flagged, outcomes[path]["findings"]
 
 
-# The documented snippet runs verbatim.
+# The documented snippets run verbatim.
 
 
-def documented_section() -> str:
+def documented(title: str) -> str:
+    """A section of README.md if it has it (the lead copies it there), else of docs/models.md."""
     for doc in (REPO / "README.md", REPO / "docs" / "models.md"):
         text = doc.read_text() if doc.exists() else ""
-        found = re.search(r"^## Your own model\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+        found = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
         if found:
             return found.group(1)
-    raise AssertionError("no '## Your own model' section in README.md or docs/models.md")
+    raise AssertionError(f"no '## {title}' section in README.md or docs/models.md")
 
 
-def test_the_documented_model_runs_as_documented(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    section = documented_section()
-    blocks = re.findall(r"^```(\w*)\n(.*?)^```$", section, re.S | re.M)
-    code = [body for lang, body in blocks if lang == "python"]
-    commands = [
-        shlex.split(line.split("#")[0])
-        for lang, body in blocks
-        if lang == "sh"
-        for line in body.splitlines()
-        if line.startswith("aotcheck ")
-    ]
-    assert len(code) == 1 and commands
-    module = re.search(r"Save this as `(\w+)\.py`", section)
-    assert module is not None
-    (tmp_path / f"{module.group(1)}.py").write_text(textwrap.dedent(code[0]))
-    monkeypatch.chdir(tmp_path)  # as documented: run from the folder that holds the file
-    monkeypatch.setattr(sys, "path", list(sys.path))
+def blocks(section: str, lang: str) -> list[str]:
+    return [body for found, body in re.findall(r"^```(\w*)\n(.*?)^```$", section, re.S | re.M) if found == lang]
+
+
+def run_documented_commands(section: str) -> None:
+    lines = [line.split("#")[0] for body in blocks(section, "sh") for line in body.splitlines()]
+    commands = [shlex.split(line) for line in lines if line.strip()]
+    assert commands and all(args[0] == "aotcheck" for args in commands)
     for args in commands:
-        assert args[0] == "aotcheck"
         exit_code, out, err = run(*args[1:])
         assert exit_code == 0, (args, out, err)
         assert "Traceback" not in out + err
         if args[1] == "compile":
             assert "fits:" in out and "unannotated" not in out, out
+
+
+@pytest.fixture
+def documented_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The snippet saved under the name the docs give, in the folder the commands run from."""
+    section = documented("Your own model")
+    module = re.search(r"Save this as `(\w+\.py)`", section)
+    assert module is not None and len(blocks(section, "python")) == 1
+    (tmp_path / module.group(1)).write_text(textwrap.dedent(blocks(section, "python")[0]))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # aotcheck puts the working directory on it
+    return tmp_path
+
+
+def test_the_documented_model_runs_as_documented(documented_model: Path) -> None:
+    run_documented_commands(documented("Your own model"))
+
+
+def test_the_documented_ci_guard_runs_as_documented(documented_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)  # golden update is refused in CI, as it should be
+    section = documented("Guarding your model in CI")
+    (documented_model / "matrix.yml").write_text(blocks(section, "yaml")[0])
+    run_documented_commands(section)
+    assert sorted(p.name for p in (documented_model / "golden" / "v5p-8").iterdir()) == ["linen", "nnx"]
