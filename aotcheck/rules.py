@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -26,15 +27,14 @@ def resolve(logical_axes: Sequence[str | None], rules: Rules) -> tuple[tuple[str
     from flax import linen as nn
 
     spec = nn.logical_to_mesh_axes(tuple(logical_axes), [(name, axes) for name, axes in rules])
-    resolved = []
-    for entry in spec:
-        if entry is None:
-            resolved.append(())
-        elif isinstance(entry, str):
-            resolved.append((entry,))
-        else:
-            resolved.append(tuple(entry))
-    return tuple(resolved)
+    return tuple(as_axes(entry) for entry in spec)
+
+
+def as_axes(entry: Any) -> tuple[str, ...]:
+    """One PartitionSpec entry (None, an axis name, or several) as a tuple of mesh axis names."""
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
 def normalise(entries: Sequence[Sequence[str]], mesh_shape: Mapping[str, int]) -> Spec:
@@ -50,14 +50,7 @@ def normalise(entries: Sequence[Sequence[str]], mesh_shape: Mapping[str, int]) -
 
 def spec_from_json(value: Sequence[Any], mesh_shape: Mapping[str, int] | None = None) -> Spec:
     """A spec written as JSON (ours or MaxText's) back into normalised form."""
-    entries = []
-    for entry in value:
-        if entry is None:
-            entries.append(())
-        elif isinstance(entry, str):
-            entries.append((entry,))
-        else:
-            entries.append(tuple(entry))
+    entries = [as_axes(entry) for entry in value]
     if mesh_shape is None:
         mesh_shape = {a: 2 for axes in entries for a in axes}
     return normalise(entries, {a: mesh_shape.get(a, 2) for axes in entries for a in axes})
@@ -90,18 +83,11 @@ def indivisible(shape: Sequence[int], spec: Spec, mesh_shape: Mapping[str, int])
 
 
 def _ways(entry: SpecEntry, mesh_shape: Mapping[str, int]) -> int:
-    if entry is None:
-        return 1
-    axes = (entry,) if isinstance(entry, str) else entry
-    n = 1
-    for a in axes:
-        n *= mesh_shape[a]
-    return n
+    return math.prod(mesh_shape[a] for a in as_axes(entry))
 
 
 def describe_entry(entry: SpecEntry, mesh_shape: Mapping[str, int]) -> str:
-    axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
-    return "x".join(f"{a}={mesh_shape[a]}" for a in axes)
+    return "x".join(f"{a}={mesh_shape[a]}" for a in as_axes(entry))
 
 
 # Activation sharding constraints. Models call `constrain` while aotcheck traces their

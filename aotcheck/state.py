@@ -171,12 +171,7 @@ def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[s
     if path == "linen":
         from flax import linen as nn
 
-        try:
-            boxed = jax.eval_shape(build)
-        except (UsageError, BuildError):
-            raise
-        except Exception as exc:
-            raise BuildError(f"model '{spec.name}' (linen): abstract init failed: {one_line(exc)}") from exc
+        boxed = _evaluate(jax.eval_shape, build, spec, path)
         tree = nn.meta.unbox(boxed)
         metas = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
         axes = [tuple(m.names) if isinstance(m, nn.LogicallyPartitioned) else None for m in metas]
@@ -185,13 +180,7 @@ def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[s
     else:
         from flax import nnx
 
-        try:
-            module = nnx.eval_shape(build)
-        except (UsageError, BuildError):
-            raise
-        except Exception as exc:
-            raise BuildError(f"model '{spec.name}' (nnx): abstract init failed: {one_line(exc)}") from exc
-        graphdef, tree = nnx.split(module)
+        graphdef, tree = nnx.split(_evaluate(nnx.eval_shape, build, spec, path))
         variables = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
         axes = [_nnx_axes(v) for v in variables]
         roles = [_nnx_role(p, v) for p, v in zip(_paths(tree), variables, strict=True)]
@@ -210,6 +199,15 @@ def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[s
                 f"for a rank-{len(leaf.shape)} array; give one name (or None) per dimension"
             )
     return AbstractState(path=path, tree=tree, leaves=leaves, graphdef=graphdef)
+
+
+def _evaluate(eval_shape: Callable[[Callable[[], Any]], Any], build: Callable[[], Any], spec: ModelSpec, path: str) -> Any:
+    try:
+        return eval_shape(build)
+    except (UsageError, BuildError):
+        raise
+    except Exception as exc:
+        raise BuildError(f"model '{spec.name}' ({path}): abstract init failed: {one_line(exc)}") from exc
 
 
 def _paths(tree: Any) -> list[str]:

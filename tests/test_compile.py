@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from aotcheck.cli import app
 from aotcheck.pipeline import Request, build, build_report
-from aotcheck.rules import normalise
+from aotcheck.rules import as_axes, normalise
 from aotcheck.state import path_str
 
 runner = CliRunner()
@@ -33,8 +33,7 @@ def test_report_shardings_are_the_compiled_executables(path: str, topology: str)
     assert len(flat) == len(report)
     mesh_shape = built.report.mesh_shape
     for keys, sharding in flat:
-        entries = [() if e is None else (e,) if isinstance(e, str) else tuple(e) for e in sharding.spec]
-        assert normalise(entries, mesh_shape) == report[path_str(keys)].spec, path_str(keys)
+        assert normalise([as_axes(e) for e in sharding.spec], mesh_shape) == report[path_str(keys)].spec, path_str(keys)
 
 
 def test_linen_and_nnx_compile_to_the_same_program_figures() -> None:
