@@ -229,7 +229,7 @@ def _gate(
         console = _console()
         console.print(gate.table(result))
         for line in gate.details(result):
-            console.print(line, markup=False, highlight=False)
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
     if junit is not None:
         atomic_write(junit, gate.junit(result))
     if markdown is not None:

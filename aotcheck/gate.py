@@ -142,7 +142,7 @@ def run(
     root = golden_root or matrix.golden_dir
     tolerance = matrix.memory_tolerance if memory_tolerance is None else memory_tolerance
     outcomes = []
-    for unit, built in zip(units, _builds(units, backend, jobs)):
+    for unit, built in zip(units, _builds(units, backend, jobs), strict=True):
         directory = unit.golden_dir(root)
         if update:
             outcome = _update(unit, built, directory, tolerance, matrix.large_leaf_bytes)
