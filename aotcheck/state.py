@@ -72,7 +72,26 @@ def abstract_batch(cfg: RunConfig, spec: ModelSpec, global_batch: int) -> dict[s
         fields = dict(spec.batch(cfg, global_batch))
     except Exception as exc:
         raise BuildError(f"model '{spec.name}': batch() raised {one_line(exc)}") from exc
+    for name, f in fields.items():
+        _check_batch_field(spec.name, name, f)
     return dict(sorted(fields.items()))
+
+
+def _check_batch_field(model: str, name: str, f: Any) -> None:
+    import jax.numpy as jnp  # knows bfloat16, which numpy alone does not
+
+    where = f"model '{model}': batch '{name}'"
+    if not isinstance(f, BatchField):
+        raise BuildError(f"{where} is a {type(f).__name__}; give an aotcheck.BatchField(shape, dtype, logical_axes)")
+    if len(f.logical_axes) != len(f.shape):
+        raise BuildError(
+            f"{where}: {len(f.logical_axes)} logical axes {list(f.logical_axes)} for shape {list(f.shape)}; "
+            f"give one name (or None) per dimension"
+        )
+    try:
+        jnp.dtype(f.dtype)
+    except TypeError:
+        raise BuildError(f"{where}: '{f.dtype}' is not a dtype") from None
 
 
 def _zeros_batch(fields: Mapping[str, BatchField]) -> dict[str, Any]:

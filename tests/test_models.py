@@ -48,7 +48,14 @@ def _raises(*args):
     raise ValueError("hidden_dim must be even\\nsecond line of the message")
 
 
+def _labels_only(rank_axes, dtype="int32"):
+    return lambda cfg, n: {"images": _small_images(cfg, n)["images"], "labels": aotcheck.BatchField((n,), dtype, rank_axes)}
+
+
 BAD_BATCH = dataclasses.replace(MIXER, batch=_small_images)
+BATCH_AXES = dataclasses.replace(MIXER, batch=_labels_only(("activation_batch", None)))
+BATCH_DTYPE = dataclasses.replace(MIXER, batch=_labels_only(("activation_batch",), "int33"))
+BATCH_TUPLE = dataclasses.replace(MIXER, batch=lambda cfg, n: {"images": ((n, 32, 32, 3), "float32")})
 LINEN_RAISES = dataclasses.replace(MIXER, linen=_raises)
 NNX_RAISES = dataclasses.replace(MIXER, nnx=_raises)
 LINEN_ONLY = dataclasses.replace(MIXER, nnx=None)
@@ -272,7 +279,7 @@ def test_public_surface_imports_without_jax_and_sets_the_libtpu_environment() ->
          "error: model 'user_models:BAD_BACH': module 'user_models' has no attribute 'BAD_BACH'; did you mean BAD_BATCH?"),
         ("user_models:SPEC",
          "error: model 'user_models:SPEC': module 'user_models' has no attribute 'SPEC'; its ModelSpecs: BAD_BATCH, "
-         "LINEN_ONLY, LINEN_RAISES, MIXER, NNX_ONLY, NNX_RAISES, SGD, UNANNOTATED"),
+         "BATCH_AXES, BATCH_DTYPE, BATCH_TUPLE, LINEN_ONLY, LINEN_RAISES, MIXER, NNX_ONLY, NNX_RAISES, SGD, UNANNOTATED"),
         ("user_models:NOT_A_SPEC",
          "error: model 'user_models:NOT_A_SPEC': user_models:NOT_A_SPEC is not an aotcheck.ModelSpec (it is int)"),
         ("user_models:", "error: model 'user_models:': give the attribute too, as user_models:NAME"),
@@ -298,6 +305,19 @@ def test_a_batch_that_does_not_fit_the_model_is_named(path: str) -> None:
         f"error: model 'mixer' ({path}): the loss failed on the batch (images float32[4, 16, 16, 3], labels int32[4]); "
         "does batch() fit the model? TypeError: dot_general requires contracting dimensions to have the same shape"
     )
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("BATCH_AXES", "batch 'labels': 2 logical axes ['activation_batch', None] for shape [4]; give one name (or None) per dimension"),
+        ("BATCH_DTYPE", "batch 'labels': 'int33' is not a dtype"),
+        ("BATCH_TUPLE", "batch 'images' is a tuple; give an aotcheck.BatchField(shape, dtype, logical_axes)"),
+    ],
+)
+def test_a_malformed_batch_description_is_named(model: str, message: str) -> None:
+    err = fails("compile", "--model", f"user_models:{model}", "-t", "v5p-8", "--no-compile", code=3)
+    assert err == f"error: model 'mixer': {message}"
 
 
 def test_a_model_with_one_path_compiles_on_it_and_names_the_missing_one() -> None:
