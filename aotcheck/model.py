@@ -84,6 +84,10 @@ class ModelSpec:
     logical_axis_rules: tuple[tuple[str, Any], ...] = ()
     description: str = ""
 
+    def __post_init__(self) -> None:
+        if self.linen is None and self.nnx is None:
+            raise ValueError(f"ModelSpec '{self.name}' gives neither linen nor nnx; give one factory or both")
+
     def paths(self) -> tuple[str, ...]:
         return tuple(p for p, f in (("linen", self.linen), ("nnx", self.nnx)) if f is not None)
 

@@ -104,8 +104,7 @@ def init_state_fn(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[st
     """The zero-argument state builder for one path, to be evaluated abstractly."""
     factory = spec.linen if path == "linen" else spec.nnx
     if factory is None:
-        given = " and ".join(spec.paths()) or "neither linen nor nnx"
-        raise UsageError(f"model '{spec.name}' has no {path} path: its ModelSpec gives {given} (set ModelSpec.{path})")
+        raise UsageError(f"model '{spec.name}' has no {path} path: its ModelSpec gives {spec.paths()[0]} (set ModelSpec.{path})")
     tx = optimizer(cfg, spec)
 
     if path == "linen":

@@ -114,6 +114,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
         folder.mkdir()
         (folder / "user_models.py").write_text(USER_MODELS)
         (folder / "broken_models.py").write_text("raise RuntimeError('cannot reach the weights server')\n")
+        (folder / "no_path_models.py").write_text("import aotcheck\n\nM = aotcheck.ModelSpec(name='empty')\n")
     monkeypatch.syspath_prepend(str(MIXER_DIR))
     monkeypatch.syspath_prepend(str(folder))
 
@@ -283,6 +284,9 @@ def test_public_surface_imports_without_jax_and_sets_the_libtpu_environment() ->
         ("user_models:NOT_A_SPEC",
          "error: model 'user_models:NOT_A_SPEC': user_models:NOT_A_SPEC is not an aotcheck.ModelSpec (it is int)"),
         ("user_models:", "error: model 'user_models:': give the attribute too, as user_models:NAME"),
+        ("no_path_models:M",
+         "error: model 'no_path_models:M': cannot import module 'no_path_models': ValueError: ModelSpec 'empty' gives "
+         "neither linen nor nnx; give one factory or both"),
         ("tinyy", "error: unknown model 'tinyy'; did you mean tiny? (`aotcheck models` lists them; or use package.module:attribute)"),
     ],
 )
