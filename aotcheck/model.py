@@ -166,14 +166,19 @@ def resolve_model(name: str) -> ModelEntry:
     raise UsageError(f"unknown model '{name}'{close_matches(name, known)} (`aotcheck models` lists them; or use package.module:attribute)")
 
 
-def load_config(model: str | None, config_file: Path | None, overrides: Mapping[str, Any]) -> tuple[RunConfig, ModelEntry]:
+def load_config(
+    model: str | ModelSpec | None, config_file: Path | None, overrides: Mapping[str, Any]
+) -> tuple[RunConfig, ModelEntry]:
     """Merge base.yml, the model's defaults and preset, `config_file` and `overrides`; validate."""
     from aotcheck.config import merge_layers, read_yaml, validate
 
     base = read_yaml(CONFIG_DIR / "base.yml")
     user = read_yaml(config_file) if config_file is not None else {}
-    name = model or overrides.get("model_name") or user.get("model_name") or base.get("model_name", "tiny")
-    entry = resolve_model(str(name))
+    if isinstance(model, ModelSpec):
+        entry = ModelEntry(model.name, model, None, "python object")
+    else:
+        name = model or overrides.get("model_name") or user.get("model_name") or base.get("model_name", "tiny")
+        entry = resolve_model(str(name))
     # A model with only an NNX path runs on it unless the user asks for Linen (then: an error).
     only_nnx = {"pure_nnx": True} if entry.spec.paths() == ("nnx",) else {}
     layers: list[Mapping[str, Any]] = [

@@ -12,7 +12,7 @@ from typing import Any
 from aotcheck import cache, rules, state, step
 from aotcheck import mesh as mesh_mod
 from aotcheck.config import RunConfig
-from aotcheck.model import ModelEntry, load_config
+from aotcheck.model import ModelEntry, ModelSpec, load_config
 from aotcheck.report import COLLECTIVES_NOTE, MOCK_NOTE, SCAN_NOTE, CompileReport, LeafReport, Memory, Report, versions
 from aotcheck.topology import Target, get_topology, make_target
 
@@ -25,7 +25,7 @@ class Request:
 
     topology: str = "v5p-8"
     num_slices: int = 1
-    model: str | None = None
+    model: str | ModelSpec | None = None  # a name (see `resolve_model`) or, from Python, the spec itself
     config_file: Path | None = None
     overrides: tuple[str, ...] = ()
     pure_nnx: bool | None = None  # None: as the config says

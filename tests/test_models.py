@@ -441,6 +441,16 @@ def test_the_documented_model_runs_as_documented(documented_model: Path) -> None
     run_documented_commands(documented("Your own model"))
 
 
+def test_the_documented_python_use_runs_as_documented(
+    documented_model: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.syspath_prepend(str(documented_model))
+    (code,) = blocks(documented("From Python"), "python")
+    exec(compile(code, "docs/models.md", "exec"), {})
+    parameters, peak = re.fullmatch(r"(\d+) parameters; (\d+) bytes per device at peak\n", capsys.readouterr().out).groups()
+    assert int(parameters) == 32 * 256 + 256 * 8 and int(peak) > 0
+
+
 def test_the_documented_ci_guard_runs_as_documented(documented_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CI", raising=False)  # golden update is refused in CI, as it should be
     section = documented("Guarding your model in CI")
