@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import aotcheck
+from aotcheck import canonical
 from aotcheck.cli import app
 from aotcheck.model import resolve_model
 from aotcheck.pipeline import Request, build_report, configure
@@ -133,20 +134,12 @@ def fails(*args: str, code: int) -> str:
     return err
 
 
-def canonical(path: str) -> str:
-    """Linen and NNX name the same leaf differently only in these prefixes and NNX's `/value`."""
-    for old, new in (("params/", "param/"), ("model/", "param/"), ("optimizer/opt_state/", "opt/"), ("opt_state/", "opt/")):
-        if path.startswith(old):
-            path = new + path[len(old):]
-    return path.removesuffix("/value").replace("optimizer/step", "step")
-
-
 # The example package, compiled for a real TPU topology on both paths.
 
 
 def test_mixer_compiles_for_a_tpu_topology_on_both_paths_to_the_same_program() -> None:
     reports = {
-        path: build_report(Request(topology="v5p-8", model=MIXER, pure_nnx=path == "nnx", backend="libtpu", cache=False))
+        path: build_report(Request(topology="v5p-8", model=MIXER, pure_nnx=path == "nnx", backend="libtpu"))
         for path in ("linen", "nnx")
     }
     for path, report in reports.items():
@@ -166,8 +159,12 @@ def test_mixer_compiles_for_a_tpu_topology_on_both_paths_to_the_same_program() -
     stem = linen.by_path["params/stem/kernel"]
     assert (stem.shape, stem.logical_axes, stem.spec) == ((192, 64), ("pixel", "hidden"), (None, "fsdp"))
     # One parameter tree, one program: the two paths differ only in how leaves are named.
-    same = {canonical(p): (x.shape, x.logical_axes, x.spec) for p, x in linen.by_path.items()}
-    assert same == {canonical(p): (x.shape, x.logical_axes, x.spec) for p, x in nnx.by_path.items()}
+    names = canonical.defaults()
+    for_path = {
+        path: {names.canonical(x.path, x.role, path): (x.shape, x.logical_axes, x.spec) for x in report.leaves}
+        for path, report in reports.items()
+    }
+    assert for_path["linen"] == for_path["nnx"] and len(for_path["linen"]) == 92
     assert linen.totals()["parameters"] == nnx.totals()["parameters"] == 48_938
     assert linen.compile.memory == nnx.compile.memory
     assert (linen.compile.flops, linen.compile.collectives) == (nnx.compile.flops, nnx.compile.collectives)
