@@ -24,9 +24,9 @@ class _Module(nn.Module):
 class Dense(_Module):
     # Shapes come from the config, never from the input, as in the NNX version: a batch that
     # does not fit the model is then an error, not a different model.
-    features_in: int = 0
-    features: int = 0
-    axes: tuple[str, str] = ("", "")
+    features_in: int
+    features: int
+    axes: tuple[str, str]
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -37,9 +37,9 @@ class Dense(_Module):
 class Mlp(_Module):
     """Weights only: the block applies them (token mixing runs on transposed activations)."""
 
-    features: int = 0
-    hidden: int = 0
-    axes: tuple[str, str] = ("", "")  # (input/output axis, hidden axis)
+    features: int
+    hidden: int
+    axes: tuple[str, str]  # (input/output axis, hidden axis)
 
     @nn.compact
     def __call__(self) -> ops.Arrays:
@@ -53,7 +53,7 @@ class Mlp(_Module):
 
 
 class Norm(_Module):
-    features: int = 0
+    features: int
 
     @nn.compact
     def __call__(self) -> ops.Arrays:
