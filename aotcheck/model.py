@@ -116,8 +116,6 @@ def _entry_point_entry(ep: importlib.metadata.EntryPoint) -> ModelEntry:
     return ModelEntry(ep.name, _LazySpec(ep.value).load(ep.name), None, f"entry point ({dist}{ep.value})")
 
 
-def _entry_point_entries() -> dict[str, ModelEntry]:
-    return {ep.name: _entry_point_entry(ep) for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 @dataclass(frozen=True)
@@ -143,9 +141,20 @@ class _LazySpec:
         return spec
 
 
-def available_models() -> list[ModelEntry]:
-    entries = {**_entry_point_entries(), **_builtin_entries()}
-    return [entries[k] for k in sorted(entries)]
+def available_models() -> tuple[list[ModelEntry], dict[str, str]]:
+    """Every model by name, and the installed ones that failed to load (name -> one-line error).
+
+    One broken package must not hide the others, so its error is listed, not raised.
+    """
+    entries: dict[str, ModelEntry] = {}
+    broken: dict[str, str] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entries[ep.name] = _entry_point_entry(ep)
+        except UsageError as exc:
+            broken[ep.name] = str(exc)
+    entries.update(_builtin_entries())
+    return [entries[k] for k in sorted(entries)], dict(sorted(broken.items()))
 
 
 def resolve_model(name: str) -> ModelEntry:

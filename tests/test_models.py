@@ -239,6 +239,19 @@ def test_models_lists_builtins_and_installed_models_with_their_source(installed_
     assert "MLP-Mixer image classifier" in rows["mixer"]
 
 
+def test_a_broken_installed_model_is_listed_with_its_error_not_raised(installed_mixer: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "broken" / "broken_models-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-models\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[aotcheck.models]\nbroken = no_such_package_xyz:MODEL\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "broken"))
+    code, out, err = run("models")
+    assert code == 0, err
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 4}
+    assert {"tiny", "mixer", "broken"} <= set(rows)
+    assert "cannot load" in rows["broken"] and "no_such_package_xyz" in out
+
+
 def test_an_installed_model_is_found_by_name(installed_mixer: None) -> None:
     code, out, err = run("compile", "--model", "mixer", "-t", "v5p-8", "--no-compile", "--format", "json")
     assert code == 0, err
