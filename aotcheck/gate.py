@@ -49,6 +49,7 @@ class Outcome:
     error: str | None = None
     error_code: int = EXIT_OK
     hint: str | None = None
+    written: tuple[str, ...] = ()  # golden files an update replaced
     seconds: float = 0.0
 
     @property
@@ -65,6 +66,7 @@ class Outcome:
             "warnings": list(self.warnings),
             "error": self.error,
             "hint": self.hint,
+            "written": list(self.written),
         }
 
 
@@ -255,7 +257,7 @@ def _update(unit: Unit, built: Built, directory: Path, tolerance: float, large_l
     if new.compile is None and golden.has_compile(directory) and changed:
         warnings.append("compile.json (owned by a case that compiles) was left as it is; update that case too")
     status = "created" if not existed else "updated" if changed else "unchanged"
-    return dataclasses.replace(base, status=status, findings=findings, warnings=tuple(warnings))
+    return dataclasses.replace(base, status=status, findings=findings, warnings=tuple(warnings), written=tuple(changed))
 
 
 def unused_goldens(matrix: Matrix, root: Path) -> list[str]:
@@ -306,7 +308,10 @@ def change_summary(outcome: Outcome) -> str:
     if outcome.hint:
         return outcome.hint
     counts = Counter(f.category + (" (explained)" if f.explained else "") for f in outcome.findings)
-    return ", ".join(f"{n} {cat}" for cat, n in counts.items()) or "-"
+    if counts:
+        return ", ".join(f"{n} {cat}" for cat, n in counts.items())
+    # An update that changed no finding may still rewrite files (new versions, a batch shape).
+    return f"wrote {', '.join(outcome.written)}" if outcome.written else "-"
 
 
 def finding_line(f: Any) -> str:
