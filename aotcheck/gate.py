@@ -22,6 +22,7 @@ from aotcheck.errors import EXIT_BUILD, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, Ao
 from aotcheck.matrix import Case, Matrix, Unit
 from aotcheck.report import Report, dumps
 
+PROGRAM = "(program)"  # where findings about the compiled program, not one leaf, are shown
 # Statuses. A check gives ok / changed / missing / error; an update gives created / updated / unchanged / error.
 FAILING = ("changed", "missing")
 
@@ -291,7 +292,7 @@ def value_text(category: str, value: Any, key: str = "") -> str:
     if value is None:
         return "-"
     if isinstance(value, dict):
-        return ", ".join(f"{k} {value_text(category, v, k)}" for k, v in value.items())
+        return ", ".join(f"{k} {value_text(category, v, k)}" for k, v in sorted(value.items()))
     if (key == "spec" or category == "PartitionSpec changed") and isinstance(value, list | tuple):
         return spec_text(value)
     if category == "memory per chip beyond tolerance" and isinstance(value, int | float):
@@ -315,7 +316,7 @@ def change_summary(outcome: Outcome) -> str:
 
 
 def finding_line(f: Any) -> str:
-    where = f.leaf if f.leaf is not None else "(step)"
+    where = f.leaf if f.leaf is not None else PROGRAM
     line = f"{f.category}: {where}: {value_text(f.category, f.before)} -> {value_text(f.category, f.after)}"
     if f.note:
         line += f" ({f.note})"
@@ -342,7 +343,8 @@ def table(result: Result) -> Any:
 
     styles = {"ok": "green", "unchanged": "green", "created": "cyan", "updated": "cyan", "changed": "red",
               "missing": "red", "error": "bold red"}
-    t = Table(title=f"aotcheck {'golden update' if result.update else 'check'}: {len(result.outcomes)} cases",
+    n = len(result.outcomes)
+    t = Table(title=f"aotcheck {'golden update' if result.update else 'check'}: {n} case{'s' * (n != 1)}",
               title_justify="left")
     for col in ("case", "path", "status", "what changed"):
         t.add_column(col, overflow="fold")
@@ -366,10 +368,11 @@ def markdown(result: Result) -> str:
         lines.append(f"| `{o.case}` | {o.path} | {o.status} | {_md(change_summary(o))} |")
     for o in result.outcomes:
         if o.findings:
-            lines += ["", f"### `{o.name}`", "", "| category | leaf | before | after |", "|---|---|---|---|"]
+            lines += ["", f"### `{o.name}`", "", "| category | leaf | before | after | note |", "|---|---|---|---|---|"]
             for f in o.findings:
-                lines.append(f"| {f.category} | `{f.leaf or '(step)'}` | `{_md(value_text(f.category, f.before))}` | "
-                             f"`{_md(value_text(f.category, f.after))}` |")
+                note = _md(f.note) + (" (explained: not a failure)" if f.explained else "")
+                lines.append(f"| {f.category} | `{f.leaf or PROGRAM}` | `{_md(value_text(f.category, f.before))}` | "
+                             f"`{_md(value_text(f.category, f.after))}` | {note} |")
     warnings = [f"`{o.name}`: {w}" for o in result.outcomes for w in o.warnings] + list(result.unused)
     if warnings:
         lines += ["", "**Warnings**", ""] + [f"- {_md(w)}" for w in warnings]

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aotcheck.cli import app
+from aotcheck.topology import libtpu_available
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
@@ -78,7 +79,7 @@ def _regression(matrix: Path, case: dict[str, Any]) -> list[dict[str, Any]]:
     human = run("check", "--matrix", matrix)
     assert human.exit_code == 1
     for f in data["outcomes"][0]["findings"]:
-        assert f"{f['category']}: {f['leaf'] or '(step)'}: " in human.stdout
+        assert f"{f['category']}: {f['leaf'] or '(program)'}: " in human.stdout
     updated = run("check", "--update", "--matrix", matrix)
     assert updated.exit_code == 0 and "updated" in updated.stdout
     assert data["outcomes"][0]["findings"][0]["category"] in updated.stdout  # what the update changed
@@ -166,7 +167,7 @@ def test_a_compile_that_now_fails_exits_3_with_the_finding(guarded: Path, monkey
     assert code == 3 and outcome["status"] == "error" and "out of vmem" in outcome["error"]
     assert [(f["category"], f["before"]) for f in outcome["findings"]] == [("compile newly failing", "fits")]
     result = run("check", "--matrix", guarded)
-    assert result.exit_code == 3 and "compile newly failing: (step): fits -> " in result.stdout
+    assert result.exit_code == 3 and "compile newly failing: (program): fits -> " in result.stdout
     assert run("golden", "update", "--matrix", guarded).exit_code == 3  # nothing is written from a failed build
 
 
@@ -236,8 +237,10 @@ def test_junit_markdown_json_and_the_github_step_summary(guarded: Path, tmp_path
         "| `tiny/v5p-8` | linen | changed | 12 dtype changed, 3 memory per chip beyond tolerance |",
         "| `tiny/v6e-8` | linen | ok | - |",
     ]
-    assert all(line.replace("\\|", "").count("|") == 5 for line in rows)
-    assert "| dtype changed | `param/token_embedder/embedding` | `float32` | `bfloat16` |" in md
+    assert all(line.replace("\\|", "").count("|") == 5 for line in rows[:4])
+    assert all(line.replace("\\|", "").count("|") == 6 for line in rows[4:])
+    assert ("| dtype changed | `param/token_embedder/embedding` | `float32` | `bfloat16` | "
+            "same in opt/0/mu, opt/0/nu (the optimizer state mirrors the parameter) |") in md
 
     code, data = check(guarded)
     assert code == 1 and data["exit_code"] == 1 and data["counts"] == {"changed": 1, "ok": 1}
@@ -277,9 +280,10 @@ def test_warnings_unused_goldens_versions_and_backend_never_fail(guarded: Path) 
     assert warning.startswith("compile.json was written with other versions (jax 0.0.1 -> ") and "not a failure" in warning
     human = run("check", "--matrix", guarded)
     assert human.exit_code == 0 and "no case uses this golden directory" in human.stdout
-    mock = check(guarded, "--backend", "mock")
-    assert mock[0] == 0
-    assert "golden compiled with libtpu, this run with mock: compile figures not compared" in mock[1]["outcomes"][0]["warnings"]
+    if libtpu_available():
+        mock = check(guarded, "--backend", "mock")
+        assert mock[0] == 0
+        assert "golden compiled with libtpu, this run with mock: compile figures not compared" in mock[1]["outcomes"][0]["warnings"]
 
 
 def test_a_sharding_only_case_and_its_slow_compile_share_one_golden_directory(tmp_path: Path) -> None:
@@ -305,4 +309,5 @@ def test_the_committed_goldens_pass_on_a_fresh_clone(monkeypatch: pytest.MonkeyP
     code, data = check(Path("configs/matrix.yml"))
     assert code == 0, [o for o in data["outcomes"] if o["status"] != "ok"]
     assert len(data["outcomes"]) == 16 and data["unused_goldens"] == []
-    assert all(not o["warnings"] for o in data["outcomes"])
+    if libtpu_available():  # elsewhere the compile figures are skipped, with a warning
+        assert all(not o["warnings"] for o in data["outcomes"])
