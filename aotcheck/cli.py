@@ -189,7 +189,7 @@ app.add_typer(golden_app, name="golden")
 CaseOpt = Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable; slow cases too).")]
 FilterOpt = Annotated[str | None, typer.Option("--filter", "-k", help="Only cases whose name matches (substring or glob).")]
 SlowOpt = Annotated[bool, typer.Option("--slow", "--all", help="Include the slow cases (big-model compiles).")]
-MatrixOpt = Annotated[Path | None, typer.Option("--matrix", help="Matrix file (default configs/matrix.yml, else [tool.aotcheck] in pyproject.toml).")]
+MatrixOpt = Annotated[Path | None, typer.Option("--matrix", help="Matrix file (default configs/matrix.yml, else \\[tool.aotcheck] in pyproject.toml).")]
 GoldenOpt = Annotated[Path | None, typer.Option("--golden", help="Golden directory (default: the matrix's golden_dir).")]
 ShardOpt = Annotated[str | None, typer.Option("--shard", help="Run part i of n of the selected cases (i/n, 1-based), for CI runners.")]
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Build cases in N parallel processes.")]
