@@ -176,8 +176,11 @@ def models() -> None:
     table = Table()
     for col in ("name", "paths", "source", "description"):
         table.add_column(col)
-    for entry in available_models():
+    entries, broken = available_models()
+    for entry in entries:
         table.add_row(entry.name, ", ".join(entry.spec.paths()), entry.source, entry.spec.description)
+    for name, error in broken.items():
+        table.add_row(name, "-", "entry point (cannot load)", error, style="red")
     _console().print(table)
 
 
