@@ -36,6 +36,9 @@ def test_readme_opens_with_install_and_test_commands_that_ci_runs() -> None:
 
 @pytest.mark.parametrize(("command", "expected"), examples(), ids=[c for c, _ in examples()])
 def test_readme_example(command: str, expected: list[str], tmp_path, monkeypatch) -> None:
+    # Run where a user would, in a checkout, without writing into this one.
+    for name in ("configs", "golden"):
+        (tmp_path / name).symlink_to(README.parent / name)
     monkeypatch.chdir(tmp_path)
     argv = shlex.split(command)
     assert argv[0] == "aotcheck"
