@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from aotcheck.errors import UsageError
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parsed JSON, or a one-line error naming `what` the file was meant to be."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{what} {path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -10,7 +10,6 @@ with the expected, harmless ones (the NNX step's dtype, NNX-only rng state) mark
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aotcheck import canonical
+from aotcheck._io import read_json
 from aotcheck.errors import UsageError
 from aotcheck.report import SCHEMA, LeafReport, Report, dumps, from_dict
 from aotcheck.rules import spec_from_json, spec_to_json
@@ -92,7 +92,9 @@ def load_side(path: Path) -> Report:
         named, logical = path / MAXTEXT_NAMED, path / MAXTEXT_LOGICAL
         if named.is_file() or logical.is_file():
             return read_maxtext(
-                _read_json(named) if named.is_file() else None, _read_json(logical) if logical.is_file() else None, path
+                read_json(named, "MaxText file") if named.is_file() else None,
+                read_json(logical, "MaxText file") if logical.is_file() else None,
+                path,
             )
         raise UsageError(
             f"{path} is neither a golden directory ({', '.join(golden.SHARDING_FILES)}) "
@@ -100,7 +102,7 @@ def load_side(path: Path) -> Report:
         )
     if not path.exists():
         raise UsageError(f"{path} does not exist (give linen, nnx, a report JSON, a golden directory or MaxText goldens)")
-    data = _read_json(path)
+    data = read_json(path, "file")
     if isinstance(data, dict) and data.get("schema") == SCHEMA:
         return from_dict(data)
     if isinstance(data, dict) and "shardings" in data and golden.exists(path.parent):
@@ -112,13 +114,6 @@ def load_side(path: Path) -> Report:
     if isinstance(data, dict) and data and all(isinstance(v, dict) and "partition_spec" in v for v in data.values()):
         return read_maxtext(None, data, path)
     raise UsageError(f"{path} is not an aotcheck report, a golden file or a MaxText sharding file")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
 
 
 def read_maxtext(named: Mapping[str, Any] | None, logical: Mapping[str, Any] | None, source: Path) -> Report:

@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aotcheck._io import atomic_write
+from aotcheck._io import atomic_write, read_json
 from aotcheck.errors import UsageError
 from aotcheck.report import CompileReport, LeafReport, Report
 from aotcheck.rules import shard_shape, spec_from_json, spec_to_json
@@ -118,12 +118,7 @@ def has_compile(directory: Path) -> bool:
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"golden file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"golden file {path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    data = read_json(path, "golden file")
     if not isinstance(data, dict):
         raise UsageError(f"golden file {path} is not a JSON object")
     return data

@@ -219,9 +219,6 @@ def from_dict(d: dict[str, Any]) -> Report:
 
 
 def load(path: Path) -> Report:
-    try:
-        return from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise UsageError(f"report {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"report {path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    from aotcheck._io import read_json
+
+    return from_dict(read_json(path, "report"))
