@@ -35,6 +35,11 @@ def axes_text(axes: Any) -> str:
     return "-" if axes is None else "(" + ", ".join("None" if a is None else a for a in axes) + ")"
 
 
+def collectives_text(counts: dict[str, int]) -> str:
+    # Sorted: a fresh compile and one read back from JSON (sorted keys) print alike.
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
 def _title(report: Report) -> str:
     h = report.header
     t = h["topology"]
@@ -99,7 +104,7 @@ def summary(report: Report, largest: int = 8) -> Group:
         if c.flops is not None:
             parts.append(Text(f"FLOPs {c.flops:.4g}, bytes accessed {c.bytes_accessed or 0:.4g} (scanned bodies count once)"))
         if c.collectives:
-            parts.append(Text("collectives: " + ", ".join(f"{k} {v}" for k, v in c.collectives.items())))
+            parts.append(Text(f"collectives: {collectives_text(c.collectives)}"))
         if report.header["backend"] == "mock":
             parts.append(Text("mock (CPU devices): memory figures are not TPU figures", style="yellow"))
     if report.timings:
@@ -143,7 +148,7 @@ def markdown(report: Report, all_leaves: bool = False) -> str:
         if c.flops is not None:
             lines.append(f"- FLOPs: {c.flops:.4g}")
         if c.collectives:
-            lines.append("- collectives: " + ", ".join(f"{k} {v}" for k, v in c.collectives.items()))
+            lines.append(f"- collectives: {collectives_text(c.collectives)}")
     lines += ["", "| path | shape | dtype | logical axes | spec | bytes/device |", "|---|---|---|---|---|---|"]
     leaves = report.leaves if all_leaves else sorted(report.leaves, key=lambda x: (-x.bytes_per_device, x.path))[:8]
     for leaf in leaves:
