@@ -33,6 +33,21 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _version(value: bool) -> None:
+    if value:
+        from aotcheck.report import versions
+
+        typer.echo(" ".join(f"{k} {v}" for k, v in versions().items() if v))
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print aotcheck's and its stack's versions.")] = False,
+) -> None:
+    """What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod."""
+
+
 def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 

@@ -158,3 +158,9 @@ def test_compile_cache_serves_the_same_report() -> None:
     other = build_report(Request(topology="v5e-16", overrides=("max_target_length=96", "per_device_batch_size=4")))
     assert other.timings["compile_cache_hit"] == 0.0
     assert other.compile.memory != first.compile.memory
+
+
+def test_version_names_the_whole_stack() -> None:
+    code, out, _ = run("--version")
+    assert code == 0
+    assert out.startswith("aotcheck ") and " jax " in out and " flax " in out and " optax " in out
