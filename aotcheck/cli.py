@@ -22,7 +22,7 @@ from aotcheck import _env
 
 _env.configure()
 
-from aotcheck.errors import EXIT_DOES_NOT_FIT, AotcheckError  # noqa: E402
+from aotcheck.errors import EXIT_DOES_NOT_FIT, EXIT_USAGE, AotcheckError  # noqa: E402
 
 app = typer.Typer(
     add_completion=False,
@@ -62,6 +62,10 @@ def one_line_errors(fn: F) -> F:
         except AotcheckError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # an unwritable --out or golden directory, a full disk
+            where = f": {exc.filename}" if exc.filename else ""
+            typer.echo(f"error: {exc.strerror or exc}{where}; check the path and its permissions", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper  # type: ignore[return-value]
 
