@@ -118,11 +118,13 @@ def summary(report: Report, largest: int = 8) -> Group:
 
 def leaf_table(report: Report, limit: int | None = None, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", show_lines=False)
-    for col in ("path", "shape", "dtype", "logical axes", "spec", "per device", "bytes/device"):
-        table.add_column(col, overflow="fold")
     leaves = list(report.leaves)
     if limit is not None:
         leaves = sorted(leaves, key=lambda leaf: (-leaf.bytes_per_device, leaf.path))[:limit]
+    # Paths are what a reader searches for: keep each on one line, let other columns wrap.
+    table.add_column("path", no_wrap=True, min_width=min(90, max((len(leaf.path) for leaf in leaves), default=4)))
+    for col in ("shape", "dtype", "logical axes", "spec", "per device", "bytes/device"):
+        table.add_column(col, overflow="fold")
     for leaf in leaves:
         table.add_row(
             leaf.path,
