@@ -332,7 +332,7 @@ def _fold_mirrors(findings: list[Finding]) -> list[Finding]:
     for f in kept:
         slots = mirrors.get((f.category, f.leaf))
         if slots:
-            f = replace(f, note=_join(f.note, f"same in {', '.join(sorted(slots))} ({MIRROR_NOTE})"))
+            f = replace(f, note=_join(f.note, f"same in {', '.join(sorted(slots))}: {MIRROR_NOTE}"))
         out.append(f)
     return out
 

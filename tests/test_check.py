@@ -240,7 +240,7 @@ def test_junit_markdown_json_and_the_github_step_summary(guarded: Path, tmp_path
     assert all(line.replace("\\|", "").count("|") == 5 for line in rows[:4])
     assert all(line.replace("\\|", "").count("|") == 6 for line in rows[4:])
     assert ("| dtype changed | `param/token_embedder/embedding` | `float32` | `bfloat16` | "
-            "same in opt/0/mu, opt/0/nu (the optimizer state mirrors the parameter) |") in md
+            "same in opt/0/mu, opt/0/nu: the optimizer state mirrors the parameter |") in md
 
     code, data = check(guarded)
     assert code == 1 and data["exit_code"] == 1 and data["counts"] == {"changed": 1, "ok": 1}
