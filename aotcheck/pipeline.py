@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,6 @@ class Request:
     pure_nnx: bool | None = None  # None: as the config says
     compile: bool = True
     backend: str = "auto"
-    extra_overrides: Mapping[str, Any] = field(default_factory=dict)
     cache: bool = True  # reuse the compile section of an identical earlier compile
 
     def with_path(self, path: str) -> Request:
@@ -41,7 +40,7 @@ class Request:
 def configure(request: Request) -> tuple[RunConfig, ModelEntry]:
     from aotcheck.config import parse_overrides
 
-    overrides = {**parse_overrides(request.overrides), **request.extra_overrides}
+    overrides = parse_overrides(request.overrides)
     if request.pure_nnx is not None:
         overrides["pure_nnx"] = request.pure_nnx
     return load_config(request.model, request.config_file, overrides)
