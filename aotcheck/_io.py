@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or an interrupted writer) only ever sees the old file or the new one."""
+"""Files in and out: JSON and YAML read with one-line errors; atomic writes, so a reader (or an
+interrupted writer) only ever sees the old file or the new one."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from aotcheck.errors import UsageError
 
@@ -19,6 +22,21 @@ def read_json(path: Path, what: str) -> Any:
         raise UsageError(f"{what} {path} does not exist") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"{what} {path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """Parsed YAML (an empty file is an empty mapping), or a one-line error naming `what` the file is.
+
+    What shape the data must have is the caller's to check: it knows what to say."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{what} {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return {} if data is None else data
 
 
 def atomic_write(path: Path, text: str) -> None:

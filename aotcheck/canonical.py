@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from aotcheck._io import read_yaml
 from aotcheck.config import CONFIG_DIR
 from aotcheck.errors import UsageError
 
@@ -107,17 +106,7 @@ def _blank_match(pattern: re.Pattern[str]) -> re.Match[str]:
 
 
 def read(path: Path) -> Rewrites:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UsageError(f"rewrites file {path} does not exist") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise UsageError(f"rewrites file {path} is not valid YAML{where}") from None
-    return parse(data, str(path))
+    return parse(read_yaml(path, "rewrites file"), str(path))
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import pydantic
 import yaml
 
+from aotcheck._io import read_yaml
 from aotcheck.errors import UsageError, close_matches
 from aotcheck.rules import Rules
 
@@ -156,17 +157,8 @@ class RunConfig:
         return dict(sorted(merged.items()))
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UsageError(f"config file {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
+def read_config(path: Path) -> dict[str, Any]:
+    data = read_yaml(path, "config file")
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of keys to values")
     return data

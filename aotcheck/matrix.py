@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import yaml
 
+from aotcheck._io import read_yaml
 from aotcheck.errors import UsageError, close_matches
 
 PathName = Literal["linen", "nnx"]
@@ -184,12 +184,7 @@ def load(path: Path | None = None) -> Matrix:
         if table is None:
             raise UsageError(f"matrix {path}: no [tool.aotcheck] table")
         return parse(table, path.resolve())
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UsageError(f"matrix {path} is not valid YAML" + (f" (line {mark.line + 1})" if mark else "")) from None
-    return parse(data, path.resolve())
+    return parse(read_yaml(path, "matrix"), path.resolve())
 
 
 def _toml(path: Path) -> dict[str, Any]:

@@ -179,10 +179,10 @@ def load_config(
     model: str | ModelSpec | None, config_file: Path | None, overrides: Mapping[str, Any]
 ) -> tuple[RunConfig, ModelEntry]:
     """Merge base.yml, the model's defaults and preset, `config_file` and `overrides`; validate."""
-    from aotcheck.config import merge_layers, read_yaml, validate
+    from aotcheck.config import merge_layers, read_config, validate
 
-    base = read_yaml(CONFIG_DIR / "base.yml")
-    user = read_yaml(config_file) if config_file is not None else {}
+    base = read_config(CONFIG_DIR / "base.yml")
+    user = read_config(config_file) if config_file is not None else {}
     if isinstance(model, ModelSpec):
         entry = ModelEntry(model.name, model, None, "python object")
     else:
@@ -193,7 +193,7 @@ def load_config(
     layers: list[Mapping[str, Any]] = [
         base,
         {"logical_axis_rules": list(entry.spec.logical_axis_rules), **only_nnx, **entry.spec.defaults},
-        read_yaml(entry.preset) if entry.preset else {},
+        read_config(entry.preset) if entry.preset else {},
         user,
         dict(overrides),
         {"model_name": entry.name},
