@@ -19,8 +19,9 @@ def slow(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install("-e", ".[test]", "types-PyYAML")
     session.run("ruff", "check", "aotcheck", "tests", "benchmarks", "noxfile.py")
+    session.run("mypy")
 
 
 @nox.session(python="3.11")

@@ -1,22 +1,22 @@
 """aotcheck: what will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod.
 
-The public surface. A model package implements `ModelSpec` (see `aotcheck.model`); a
-program builds a report with `build_report(Request(...))`. Importing aotcheck does not
-import jax: libtpu's environment must be in place first, and is set here.
+The public surface. A model package implements `ModelSpec`; a program builds a report with
+`build_report(Request(...))`. Importing aotcheck changes nothing in the process: a program
+that wants the `aotcheck` command's environment for deviceless TPU compiles calls
+`setup_libtpu_env()` before it imports jax.
 """
 
-from aotcheck import _env
+from importlib.metadata import PackageNotFoundError, version
 
-_env.configure()
-
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
-
-from aotcheck.config import RunConfig  # noqa: E402
-from aotcheck.errors import AotcheckError, BuildError, UsageError  # noqa: E402
-from aotcheck.model import BatchField, ModelSpec, next_token_loss, token_batch  # noqa: E402
-from aotcheck.pipeline import Request, build_report  # noqa: E402
-from aotcheck.report import Report  # noqa: E402
-from aotcheck.rules import constrain  # noqa: E402
+from aotcheck._analysis import Compile, Memory
+from aotcheck._compare import Category, Finding, compare, failing
+from aotcheck._config import RunConfig
+from aotcheck._env import setup_libtpu_env
+from aotcheck._errors import AotcheckError, BuildError, UsageError
+from aotcheck._model import BatchField, ModelSpec, next_token_loss, token_batch
+from aotcheck._pipeline import Request, build_report
+from aotcheck._report import Leaf, Report, read_report
+from aotcheck._sharding import constrain
 
 try:
     __version__ = version("aotcheck")
@@ -27,6 +27,11 @@ __all__ = [
     "AotcheckError",
     "BatchField",
     "BuildError",
+    "Category",
+    "Compile",
+    "Finding",
+    "Leaf",
+    "Memory",
     "ModelSpec",
     "Report",
     "Request",
@@ -34,7 +39,11 @@ __all__ = [
     "UsageError",
     "__version__",
     "build_report",
+    "compare",
     "constrain",
+    "failing",
     "next_token_loss",
+    "read_report",
+    "setup_libtpu_env",
     "token_batch",
 ]

@@ -1,15 +1,18 @@
-"""Process environment that lets libtpu describe a TPU slice on a machine without one.
+"""The process environment that lets libtpu describe a TPU slice on a machine without one.
 
-libtpu reads these at load time, so they must be in place before jax is imported.
-`setdefault` keeps any value the user set on purpose.
+libtpu reads these when it loads, so they must be in place before jax is imported. Nothing
+sets them on `import aotcheck`: the `aotcheck` command and the gate's worker processes call
+`setup_libtpu_env()` first, and so may a program that wants the same behaviour.
 """
+
+from __future__ import annotations
 
 import os
 
 _DEFAULTS = {
     # No metadata server on a laptop or CI runner: without this libtpu waits for one.
     "TPU_SKIP_MDS_QUERY": "1",
-    # Compile for TPU, execute nothing: the only runtime backend we need is the CPU.
+    # Compile for TPU, execute nothing: the only runtime backend needed is the CPU.
     "JAX_PLATFORMS": "cpu",
     # Two aotcheck processes (parallel check, tests) would otherwise fight over a lockfile.
     "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
@@ -23,6 +26,20 @@ _DEFAULTS = {
 }
 
 
-def configure() -> None:
-    for key, value in _DEFAULTS.items():
-        os.environ.setdefault(key, value)
+def setup_libtpu_env() -> dict[str, str]:
+    """Set libtpu's environment for deviceless compiles; call it before jax is imported.
+
+    Values the user already set are kept. It is what the `aotcheck` command does first;
+    a program on a TPU or GPU host that wants to keep its accelerator should not call it
+    (aotcheck compiles for the described slice either way).
+
+    Returns:
+        The variables this call set (name -> value).
+
+    Example:
+        >>> import aotcheck
+        >>> _ = aotcheck.setup_libtpu_env()  # before `import jax`
+    """
+    added = {k: v for k, v in _DEFAULTS.items() if k not in os.environ}
+    os.environ.update(added)
+    return added

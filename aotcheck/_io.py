@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from aotcheck.errors import UsageError
+from aotcheck._errors import UsageError
 
 
 def read_json(path: Path, what: str) -> Any:

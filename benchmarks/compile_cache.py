@@ -14,13 +14,13 @@ import statistics
 import tempfile
 import time
 
-from aotcheck import _env
+import aotcheck
 
-_env.configure()
+aotcheck.setup_libtpu_env()
 
 import os  # noqa: E402
 
-from aotcheck.pipeline import Request, build_report  # noqa: E402
+from aotcheck._pipeline import Request, build_report  # noqa: E402
 
 
 def timed(request: Request) -> float:

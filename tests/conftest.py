@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from aotcheck import _env
+import aotcheck
 
-_env.configure()
+aotcheck.setup_libtpu_env()
 
 import tempfile  # noqa: E402
 

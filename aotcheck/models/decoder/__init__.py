@@ -11,8 +11,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from aotcheck.config import RunConfig
-from aotcheck.model import ModelSpec
+from aotcheck import ModelSpec, RunConfig
 
 
 class DecoderFields(pydantic.BaseModel):

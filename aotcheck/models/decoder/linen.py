@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from aotcheck.config import RunConfig
-from aotcheck.models.decoder import ops
+import aotcheck.models.decoder.ops as ops
+from aotcheck import RunConfig
 
 _INIT = nn.initializers.normal(stddev=0.02)
 
@@ -17,7 +17,7 @@ _INIT = nn.initializers.normal(stddev=0.02)
 class _Layer(nn.Module):
     cfg: RunConfig
 
-    def _param(self, name: str, shape: tuple[int, ...], axes: tuple[str | None, ...], init: Any = _INIT) -> jax.Array:
+    def _param(self, name: str, shape: tuple[int, ...], axes: tuple[str | None, ...], init: Any = _INIT) -> Any:
         return self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(self.cfg.core.weight_dtype))
 
 

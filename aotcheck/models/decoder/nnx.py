@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from aotcheck.config import RunConfig
-from aotcheck.models.decoder import ops
+import aotcheck.models.decoder.ops as ops
+from aotcheck import RunConfig
 
 _INIT = jax.nn.initializers.normal(stddev=0.02)
 
@@ -136,7 +136,7 @@ class Decoder(nnx.Module):
             def stack(rngs: nnx.Rngs) -> DecoderLayer:
                 return DecoderLayer(cfg, rngs)
 
-            self.layers = stack(rngs)
+            self.layers: Any = stack(rngs)
         else:
             self.layers = nnx.List([DecoderLayer(cfg, rngs) for _ in range(m.base_num_decoder_layers)])
         self.decoder_norm = RMSNorm(cfg, rngs)

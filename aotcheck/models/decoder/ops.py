@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from aotcheck.rules import constrain
+from aotcheck import constrain
 
 BATCH_LENGTH_EMBED = ("activation_batch", "activation_length", "activation_embed")
 

@@ -1,0 +1,5 @@
+"""`python -m aotcheck`, the same as the `aotcheck` command."""
+
+from aotcheck._cli import main
+
+main()

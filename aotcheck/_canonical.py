@@ -1,0 +1,114 @@
+"""Canonical leaf paths, so that Linen, NNX and MaxText states can be compared leaf by leaf.
+
+The same parameter is `params/decoder/.../kernel` in Linen, `model/decoder/.../kernel/value`
+in NNX and `.params/['params']/['decoder']/.../['kernel']` in MaxText's goldens. Each source
+kind has an ordered list of regex rewrite rules (data, in `configs/canonical.yml`, which a
+user extends with their own file) that maps its paths onto one canonical form: `param/...`,
+`opt/<i>/<slot>/...`, `opt/<i>/count`, `step`, `rng/...`, `other/...`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aotcheck._config import config_dir
+from aotcheck._errors import UsageError
+from aotcheck._io import read_yaml
+
+KINDS = ("linen", "nnx", "maxtext")
+ROLES = ("param", "optimizer", "step", "rng", "other")
+
+_ALL = "all"
+_ROLE_OF_HEAD = {"param": "param", "opt": "optimizer", "step": "step", "rng": "rng"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: re.Pattern[str]
+    replacement: str
+    role: str | None = None  # applies only to leaves of this role
+
+    def apply(self, path: str, role: str) -> str:
+        if self.role is not None and self.role != role:
+            return path
+        return self.pattern.sub(self.replacement, path)
+
+
+@dataclass(frozen=True)
+class Rewrites:
+    """Stages of rules; each stage applies its kind's rules, then its `all` rules."""
+
+    stages: tuple[Mapping[str, tuple[Rule, ...]], ...]
+
+    def canonical(self, path: str, role: str, kind: str) -> str:
+        for stage in self.stages:
+            for rule in (*stage.get(kind, ()), *stage.get(_ALL, ())):
+                path = rule.apply(path, role)
+        return path
+
+    def then(self, other: Rewrites) -> Rewrites:
+        return Rewrites(self.stages + other.stages)
+
+
+def role_of(canonical_path: str) -> str:
+    """The role a canonical path names (for sources, like MaxText's files, that give none)."""
+    return _ROLE_OF_HEAD.get(canonical_path.split("/", 1)[0], "other")
+
+
+def parse(data: Any, source: str) -> Rewrites:
+    """Rules from YAML data: {kind: [[pattern, replacement] or [pattern, replacement, role], ...]}."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise UsageError(f"{source}: expected a mapping of {', '.join((*KINDS, _ALL))} to rule lists")
+    stage: dict[str, tuple[Rule, ...]] = {}
+    for kind, rules in data.items():
+        if kind not in (*KINDS, _ALL):
+            raise UsageError(f"{source}: unknown source kind '{kind}' (one of {', '.join((*KINDS, _ALL))})")
+        if not isinstance(rules, Sequence) or isinstance(rules, str):
+            raise UsageError(f"{source}: '{kind}' must be a list of [pattern, replacement] rules")
+        stage[kind] = tuple(_rule(r, f"{source}: {kind} rule {i + 1}") for i, r in enumerate(rules))
+    return Rewrites((stage,))
+
+
+def _rule(raw: Any, where: str) -> Rule:
+    if (
+        not isinstance(raw, Sequence) or isinstance(raw, str) or len(raw) not in (2, 3)
+        or not all(isinstance(x, str) for x in raw)
+    ):
+        raise UsageError(f"{where}: expected [pattern, replacement] or [pattern, replacement, role], got {raw!r}")
+    role = raw[2] if len(raw) == 3 else None
+    if role is not None and role not in ROLES:
+        raise UsageError(f"{where}: unknown role '{role}' (one of {', '.join(ROLES)})")
+    try:
+        pattern = re.compile(raw[0])
+    except re.error as exc:
+        raise UsageError(f"{where}: bad pattern {raw[0]!r}: {exc}") from None
+    try:
+        _blank_match(pattern).expand(raw[1])  # a bad group reference otherwise fails only when used
+    except (re.error, IndexError) as exc:
+        raise UsageError(f"{where}: bad replacement {raw[1]!r}: {exc}") from None
+    return Rule(pattern, raw[1], role)
+
+
+def _blank_match(pattern: re.Pattern[str]) -> re.Match[str]:
+    """A match with the same (empty) groups as `pattern`, to check a replacement against."""
+    names = {i: n for n, i in pattern.groupindex.items()}
+    groups = "".join(f"(?P<{names[i]}>)" if i in names else "()" for i in range(1, pattern.groups + 1))
+    match = re.match(groups, "")
+    assert match is not None
+    return match
+
+
+def read(path: Path) -> Rewrites:
+    return parse(read_yaml(path, "rewrites file"), str(path))
+
+
+@functools.cache
+def defaults() -> Rewrites:
+    return read(config_dir() / "canonical.yml")

@@ -1,0 +1,309 @@
+"""Findings between two reports: leaf by leaf on canonical paths, then the compiled programs figure by figure.
+
+Leaves are matched on canonical paths (`aotcheck._canonical`), so a Linen state compares
+to an NNX one or to MaxText's goldens. The keyed leaf tables are compared directly; the
+differences become typed findings, with the changes an optimizer slot merely mirrors from
+its parameter folded into the parameter's finding, and with the expected, harmless ones
+(the NNX step's dtype, NNX-only rng state) marked explained.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+from aotcheck import _canonical
+from aotcheck._errors import UsageError
+from aotcheck._report import Leaf, Report
+from aotcheck._text import axes_text, human_bytes, join, percent, spec_text
+
+
+class Category(StrEnum):
+    """What kind of difference a finding is; the order is the order findings are shown in."""
+
+    LEAF_ADDED = "leaf added"
+    LEAF_REMOVED = "leaf removed"
+    PARTITION_SPEC = "PartitionSpec changed"
+    LOGICAL_AXES = "logical axes changed"
+    DTYPE = "dtype changed"
+    SHAPE = "shape changed"
+    NEWLY_REPLICATED = "newly replicated large leaf"
+    MEMORY = "memory per chip beyond tolerance"
+    FIT_VERDICT = "fit verdict changed"
+    COLLECTIVES = "collectives changed"
+    FLOPS = "FLOPs changed"
+    COMPILE_FAILING = "compile newly failing"
+
+
+ORDER = tuple(Category)
+STEP_NOTE = "NNX's optimizer counts steps in uint32, Linen's TrainState in int32; harmless"
+RNG_NOTE = "NNX keeps rng state in the module; Linen's train state has none"
+MIRROR_NOTE = "the optimizer state mirrors the parameter"
+ORDER_NOTE = (
+    "unscanned Linen layers are named layers_N and flatten in string order (layers_10 before layers_2), "
+    "unlike NNX's numbered list, so the step's arguments come in a different order and XLA assigns buffers differently"
+)
+GRAPH_UPDATES_NOTE = (
+    "the NNX side needs more temp: nnx.scan / nnx.remat / nnx.vmap with graph updates thread extra loop values; "
+    "pass graph_updates=False"
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One difference between side A and side B."""
+
+    category: Category
+    leaf: str | None  # canonical leaf path, or None for program-level findings
+    before: Any  # JSON-ready value on side A (None if absent)
+    after: Any  # JSON-ready value on side B
+    explained: bool = False  # expected and harmless: reported, never fails
+    note: str = ""  # human explanation / likely cause
+
+    def to_json(self) -> dict[str, Any]:
+        return {"category": str(self.category), "leaf": self.leaf, "before": self.before, "after": self.after,
+                "explained": self.explained, "note": self.note}
+
+
+def failing(findings: Iterable[Finding]) -> list[Finding]:
+    """The findings that are real differences (not explained notes)."""
+    return [f for f in findings if not f.explained]
+
+
+@dataclass(frozen=True)
+class _Side:
+    kind: str
+    leaves: dict[str, Leaf]  # canonical path -> leaf
+    raw: dict[str, str]  # canonical path -> path as the source names it
+    fields: frozenset[str]
+
+
+def _side(report: Report, rewrites: _canonical.Rewrites, label: str) -> _Side:
+    kind = report.header.path
+    leaves: dict[str, Leaf] = {}
+    raw: dict[str, str] = {}
+    for source_path, leaf in report.items():
+        path = rewrites.canonical(source_path, leaf.role, kind)
+        if path in raw:
+            raise UsageError(f"side {label}: leaves {raw[path]} and {source_path} both map to canonical path {path}")
+        leaves[path], raw[path] = leaf, source_path
+    return _Side(kind, leaves, raw, frozenset(report.header.known_fields))
+
+
+def _fields(leaf: Leaf, fields: frozenset[str]) -> dict[str, Any]:
+    out = {
+        "shape": list(leaf.shape),
+        "dtype": leaf.dtype,
+        "logical_axes": None if leaf.logical_axes is None else [list(a) if isinstance(a, tuple) else a
+                                                                 for a in leaf.logical_axes],
+        "partition_spec": [list(e) if isinstance(e, tuple) else e for e in leaf.partition_spec],
+    }
+    return {k: v for k, v in out.items() if k in fields}
+
+
+def compare(
+    a: Report,
+    b: Report,
+    *,
+    memory_tolerance: float = 0.01,
+    large_leaf_bytes: int = 1 << 20,
+    rewrites: _canonical.Rewrites | None = None,
+) -> list[Finding]:
+    """Every difference between side A and side B, sorted by category then leaf.
+
+    Arguments:
+        a, b: the two reports (built, saved, golden or MaxText).
+        memory_tolerance: the relative change of a per-chip memory figure (argument, temp,
+            peak) or of the FLOPs that counts as a difference.
+        large_leaf_bytes: a leaf this large per device that loses its sharding is its own finding.
+        rewrites: canonical path rules; default `configs/canonical.yml`.
+
+    Returns:
+        The findings, explained notes included (see `failing`).
+
+    Example:
+        >>> failing(compare(report, report))  # doctest: +SKIP
+        []
+    """
+    rules = rewrites or _canonical.defaults()
+    sa, sb = _side(a, rules, "A"), _side(b, rules, "B")
+    fields = sa.fields & sb.fields
+    findings: list[Finding] = []
+    for path in sorted(sb.leaves.keys() - sa.leaves.keys()):
+        findings.append(_presence(Category.LEAF_ADDED, path, None, _fields(sb.leaves[path], fields)))
+    for path in sorted(sa.leaves.keys() - sb.leaves.keys()):
+        findings.append(_presence(Category.LEAF_REMOVED, path, _fields(sa.leaves[path], fields), None))
+    for path in sorted(sa.leaves.keys() & sb.leaves.keys()):
+        la, lb = sa.leaves[path], sb.leaves[path]
+        if la == lb:
+            continue
+        va, vb = _fields(la, fields), _fields(lb, fields)
+        keys = {k for k in va if va[k] != vb[k]}
+        if keys:
+            findings.extend(_changes(path, keys, va, vb, lb, large_leaf_bytes))
+    findings = _fold_mirrors(findings)
+    findings.extend(_program_findings(a, b, sa, sb, findings, memory_tolerance))
+    return sorted(findings, key=_order)
+
+
+def _order(f: Finding) -> tuple[Any, ...]:
+    import json
+
+    return (ORDER.index(f.category), f.leaf or "", json.dumps(f.before, sort_keys=True), json.dumps(f.after, sort_keys=True))
+
+
+def _presence(category: Category, path: str, before: Any, after: Any) -> Finding:
+    if _canonical.role_of(path) == "rng":
+        return Finding(category, path, before, after, explained=True, note=RNG_NOTE)
+    return Finding(category, path, before, after)
+
+
+def _changes(path: str, keys: set[str], va: dict[str, Any], vb: dict[str, Any], leaf_b: Leaf, large: int) -> list[Finding]:
+    out = []
+    axes_a, axes_b = va.get("logical_axes"), vb.get("logical_axes")
+    spec_a, spec_b = va.get("partition_spec"), vb.get("partition_spec")
+    sharded_before = bool(spec_a) or ("partition_spec" not in va and axes_a is not None)
+    lost = ("partition_spec" in keys and not spec_b) or ("logical_axes" in keys and axes_b is None)
+    if lost and sharded_before and leaf_b.bytes_per_device >= large:
+        sharding = [k for k in ("partition_spec", "logical_axes") if k in va]
+        out.append(Finding(
+            Category.NEWLY_REPLICATED, path, {k: va[k] for k in sharding}, {k: vb[k] for k in sharding},
+            note=join(
+                f"{human_bytes(leaf_b.bytes_per_device)} per device on side B",
+                _axes_note(axes_a, axes_b) if "logical_axes" in keys else "",
+            ),
+        ))
+    elif "logical_axes" in keys:
+        spec_note = f"PartitionSpec {spec_text(spec_a)} -> {spec_text(spec_b)} follows" if "partition_spec" in keys else ""
+        out.append(Finding(Category.LOGICAL_AXES, path, axes_a, axes_b, note=join(_axes_note(axes_a, axes_b), spec_note)))
+    elif "partition_spec" in keys:
+        same_axes = "logical_axes" in va and axes_a is not None
+        out.append(Finding(
+            Category.PARTITION_SPEC, path, spec_a, spec_b,
+            note=f"same logical axes {axes_text(axes_a)}: the rules or the mesh differ" if same_axes else "",
+        ))
+    if "dtype" in keys:
+        step = path == "step" and {va["dtype"], vb["dtype"]} == {"int32", "uint32"}
+        out.append(Finding(Category.DTYPE, path, va["dtype"], vb["dtype"], explained=step, note=STEP_NOTE if step else ""))
+    if "shape" in keys:
+        out.append(Finding(Category.SHAPE, path, va["shape"], vb["shape"]))
+    return out
+
+
+def _axes_note(axes_a: Any, axes_b: Any) -> str:
+    if (axes_a is None) == (axes_b is None):
+        return ""
+    side = "A" if axes_b is None else "B"
+    return (
+        f"annotated on side {side} only: the other path gives this leaf no logical axes "
+        "(Linen: nn.with_logical_partitioning; NNX: out_sharding= metadata)"
+    )
+
+
+_SLOT = re.compile(r"^opt/(\d+)/([^/]+)/(.+)$")
+
+
+def _fold_mirrors(findings: list[Finding]) -> list[Finding]:
+    """Drop optimizer-slot findings that repeat their parameter's exactly; name the slots on the parameter's."""
+    index = {(f.category, f.leaf): f for f in findings}
+    mirrors: dict[tuple[str, str | None], list[str]] = {}
+    kept = []
+    for f in findings:
+        m = _SLOT.match(f.leaf or "")
+        param = index.get((f.category, f"param/{m.group(3)}")) if m else None
+        same = param is not None and (f.category in (Category.LEAF_ADDED, Category.LEAF_REMOVED) or (param.before, param.after) == (f.before, f.after))
+        if m and param is not None and same:
+            mirrors.setdefault((param.category, param.leaf), []).append(f"opt/{m.group(1)}/{m.group(2)}")
+        else:
+            kept.append(f)
+    out = []
+    for f in kept:
+        slots = mirrors.get((f.category, f.leaf))
+        if slots:
+            f = replace(f, note=join(f.note, f"same in {', '.join(sorted(slots))}: {MIRROR_NOTE}"))
+        out.append(f)
+    return out
+
+
+def _program_findings(a: Report, b: Report, sa: _Side, sb: _Side, leaf_findings: list[Finding], tol: float) -> list[Finding]:
+    ca, cb = a.compile, b.compile
+    if ca is None or cb is None:
+        return []
+    if ca.memory_per_device is not None and cb.memory_per_device is None:
+        return [Finding(
+            Category.COMPILE_FAILING, None, ca.needed_bytes_per_device, cb.needed_bytes_per_device,
+            note=f"the TPU compiler ran out of HBM on side B: needs {human_bytes(cb.needed_bytes_per_device)} of {human_bytes(cb.capacity_bytes_per_device)} per chip",
+        )]
+    causes = _causes(a, b, sa, sb, leaf_findings)
+    out = []
+    if ca.fits != cb.fits:
+        verdict = {True: "fits", False: "does not fit"}
+        out.append(Finding(Category.FIT_VERDICT, None, verdict[ca.fits], verdict[cb.fits], note=join(*causes.values())))
+    figures = {"peak": (ca.needed_bytes_per_device, cb.needed_bytes_per_device)}
+    if ca.memory_per_device is not None and cb.memory_per_device is not None:
+        figures["argument"] = (ca.memory_per_device.argument, cb.memory_per_device.argument)
+        figures["temp"] = (ca.memory_per_device.temp, cb.memory_per_device.temp)
+    for name, (x, y) in figures.items():
+        change = _relative(x, y)
+        if abs(change) > tol:
+            extra = [causes.get("order", ""), causes.get("annotation", "")]
+            if name in ("temp", "peak"):
+                extra.append(_graph_updates(a, b, sa, sb, name))
+            out.append(Finding(
+                Category.MEMORY, None, {name: x}, {name: y},
+                note=join(f"{percent(change)} per chip", *extra),
+            ))
+    if ca.collectives != cb.collectives:
+        kinds = sorted(set(ca.collectives) | set(cb.collectives))
+        moved = ", ".join(
+            f"{k} {ca.collectives.get(k, 0)} -> {cb.collectives.get(k, 0)}" for k in kinds
+            if ca.collectives.get(k, 0) != cb.collectives.get(k, 0)
+        )
+        out.append(Finding(Category.COLLECTIVES, None, dict(ca.collectives), dict(cb.collectives), note=join(moved, *causes.values())))
+    if ca.flops is not None and cb.flops is not None:
+        change = _relative(ca.flops, cb.flops)
+        if abs(change) > tol:
+            out.append(Finding(Category.FLOPS, None, ca.flops, cb.flops, note=join(percent(change), *causes.values())))
+    return out
+
+
+def _causes(a: Report, b: Report, sa: _Side, sb: _Side, leaf_findings: list[Finding]) -> dict[str, str]:
+    """Known reasons two programs of the same model differ, that the states themselves show."""
+    out = {}
+    if sa.kind != sb.kind and any(re.search(r"(^|/)layers_\d{2,}(/|$)", p) for s in (sa, sb) for p in s.raw.values()):
+        out["order"] = ORDER_NOTE
+    one_sided = [f.leaf for f in leaf_findings if f.category in (Category.LOGICAL_AXES, Category.NEWLY_REPLICATED) and _axes_note(
+        *(_leaf_axes(s, f.leaf) for s in (sa, sb)))]
+    if one_sided:
+        out["annotation"] = f"annotated on one side only: {', '.join(str(p) for p in one_sided[:3])}" + (
+            f" and {len(one_sided) - 3} more" if len(one_sided) > 3 else "")
+    return out
+
+
+def _leaf_axes(side: _Side, path: str | None) -> Any:
+    leaf = side.leaves.get(path or "")
+    return None if leaf is None else leaf.logical_axes
+
+
+def _graph_updates(a: Report, b: Report, sa: _Side, sb: _Side, figure: str) -> str:
+    if {sa.kind, sb.kind} != {"linen", "nnx"}:
+        return ""
+    nnx_report, linen_report = (a, b) if sa.kind == "nnx" else (b, a)
+    assert nnx_report.compile is not None and linen_report.compile is not None
+    cfg = nnx_report.header.config
+    transformed = cfg.get("scan_layers", False) or cfg.get("remat_policy", "none") != "none"
+    more = nnx_report.compile.needed_bytes_per_device > linen_report.compile.needed_bytes_per_device if figure == "peak" else (
+        nnx_report.compile.memory_per_device is not None and linen_report.compile.memory_per_device is not None
+        and nnx_report.compile.memory_per_device.temp > linen_report.compile.memory_per_device.temp
+    )
+    return GRAPH_UPDATES_NOTE if transformed and more else ""
+
+
+def _relative(x: float, y: float) -> float:
+    if x == y:
+        return 0.0
+    return math.inf if x == 0 else (y - x) / x

@@ -1,0 +1,221 @@
+"""Configuration: `configs/base.yml`, a model's defaults and preset, `--config FILE`, `--set k=v`.
+
+Layers merge in that order, later keys winning, except `logical_axis_rules`: each layer's
+rules are put in front of the rules so far (first match wins, so they take precedence and
+the base rules stay as fallbacks), as MaxText's model files do. Keys follow MaxText's names
+where the concept is the same, so MaxText settings carry over.
+
+The result has two validated parts: `core` (what aotcheck itself reads: mesh, rules,
+dtypes, optimizer, batch) and `model` (the fields the model declares in its own pydantic
+class). An unknown key or bad value is a one-line error naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+
+from aotcheck._errors import UsageError, close_matches
+from aotcheck._io import read_yaml
+
+# Mesh axes aotcheck supports, and the MaxText parallelism key of each
+# (MaxText calls the `stage` axis's parallelism `pipeline`).
+PARALLELISM_KEYS: dict[str, str] = {
+    "data": "data",
+    "stage": "pipeline",
+    "fsdp": "fsdp",
+    "fsdp_transpose": "fsdp_transpose",
+    "sequence": "sequence",
+    "tensor": "tensor",
+    "expert": "expert",
+}
+
+DType = Literal["float32", "bfloat16", "float16"]
+RematPolicy = Literal["none", "full", "minimal"]
+
+
+# Logical axis rules, in order: (logical name, mesh axes).
+Rules = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def config_dir() -> Path:
+    """The built-in configs (`base.yml`, `models/`, `canonical.yml`): the repository's `configs/`,
+    which the package carries (a link in a checkout, a copy in a wheel)."""
+    return Path(str(resources.files("aotcheck").joinpath("configs")))
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _parallelism_fields() -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key in PARALLELISM_KEYS.values():
+        fields[f"ici_{key}_parallelism"] = (int, 1)
+        fields[f"dcn_{key}_parallelism"] = (int, 1)
+    return fields
+
+
+class _CoreFields(_Strict):
+    model_name: str = "tiny"
+    pure_nnx: bool = False
+    mesh_axes: tuple[str, ...] = tuple(PARALLELISM_KEYS)
+    allow_split_physical_axes: bool = False
+    logical_axis_rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    weight_dtype: DType = "float32"
+    dtype: DType = "bfloat16"
+    mu_dtype: DType | None = None
+    opt_type: Literal["adamw"] = "adamw"
+    learning_rate: float = pydantic.Field(3e-5, gt=0)
+    adam_b1: float = pydantic.Field(0.9, ge=0, lt=1)
+    adam_b2: float = pydantic.Field(0.95, ge=0, lt=1)
+    adam_eps: float = pydantic.Field(1e-8, gt=0)
+    adam_eps_root: float = pydantic.Field(0.0, ge=0)
+    adam_weight_decay: float = pydantic.Field(0.1, ge=0)
+    per_device_batch_size: float = pydantic.Field(1.0, gt=0)
+    max_target_length: int = pydantic.Field(2048, gt=0)
+    scan_layers: bool = True
+    remat_policy: RematPolicy = "full"
+
+    @pydantic.field_validator("logical_axis_rules", mode="before")
+    @classmethod
+    def _rules(cls, value: Any) -> Any:
+        return normalise_rules(value)
+
+    @pydantic.field_validator("mesh_axes")
+    @classmethod
+    def _axes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for axis in value:
+            if axis not in PARALLELISM_KEYS:
+                raise ValueError(f"unknown mesh axis '{axis}'{close_matches(axis, PARALLELISM_KEYS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("mesh axes repeat")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _rules_name_mesh_axes(self) -> _CoreFields:
+        for name, axes in self.logical_axis_rules:
+            for axis in axes:
+                if axis not in self.mesh_axes:
+                    raise ValueError(
+                        f"rule for '{name}' names mesh axis '{axis}', which is not in mesh_axes"
+                        f"{close_matches(axis, self.mesh_axes)}"
+                    )
+        return self
+
+
+CoreConfig = pydantic.create_model(
+    "CoreConfig", __base__=_CoreFields, __doc__="What aotcheck itself reads from the config.", **_parallelism_fields()
+)
+
+
+class NoModelFields(_Strict):
+    """For models that take no settings of their own."""
+
+
+def normalise_rules(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """MaxText writes a rule's mesh axes as a name, a list, or an empty list; make them tuples."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("logical_axis_rules must be a list of [logical_name, mesh_axes] pairs")
+    out = []
+    for rule in value:
+        if not isinstance(rule, (list, tuple)) or len(rule) != 2 or not isinstance(rule[0], str):
+            raise ValueError(f"each logical axis rule is [name, mesh_axes]; got {rule!r}")
+        name, axes = rule
+        if axes is None:
+            axes = ()
+        elif isinstance(axes, str):
+            axes = (axes,)
+        out.append((name, tuple(axes)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated configuration: aotcheck's fields and the model's own."""
+
+    core: Any  # CoreConfig
+    model: Any  # the model's own pydantic fields (its `config` class)
+
+    @property
+    def rules(self) -> Rules:
+        return self.core.logical_axis_rules
+
+    def ici(self, axis: str) -> int:
+        return getattr(self.core, f"ici_{PARALLELISM_KEYS[axis]}_parallelism")
+
+    def dcn(self, axis: str) -> int:
+        return getattr(self.core, f"dcn_{PARALLELISM_KEYS[axis]}_parallelism")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting, JSON-ready, for the report header."""
+        merged = {**self.core.model_dump(mode="json"), **self.model.model_dump(mode="json")}
+        merged["logical_axis_rules"] = [[n, list(a)] for n, a in self.core.logical_axis_rules]
+        return dict(sorted(merged.items()))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    data = read_yaml(path, "config file")
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value, got '{item}'")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            raise UsageError(f"--set {key}: value '{raw}' is not valid YAML") from None
+    return out
+
+
+def merge_layers(layers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    rules: list[Any] = []
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "logical_axis_rules":
+                rules = list(value or []) + rules
+            else:
+                merged[key] = value
+    merged["logical_axis_rules"] = rules
+    return merged
+
+
+def validate(values: Mapping[str, Any], model_fields: type[pydantic.BaseModel]) -> RunConfig:
+    core_keys = set(CoreConfig.model_fields)
+    model_keys = set(model_fields.model_fields)
+    core_vals = {k: v for k, v in values.items() if k in core_keys}
+    # A model may read a key aotcheck reads too (`dtype`, `max_target_length`): both get its value.
+    model_vals = {k: v for k, v in values.items() if k in model_keys}
+    for key in values:
+        if key not in core_keys and key not in model_keys:
+            raise UsageError(f"config: unknown key '{key}'{close_matches(key, core_keys | model_keys)}")
+    return RunConfig(core=_build(CoreConfig, core_vals), model=_build(model_fields, model_vals))
+
+
+def _build(cls: type[pydantic.BaseModel], values: Mapping[str, Any]) -> Any:
+    try:
+        return cls(**values)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if not key:  # a check across several keys: its message names them
+            raise UsageError(f"config: {msg}") from None
+        shown = values.get(str(err["loc"][0]), err.get("input"))
+        got = f" (got {shown!r})" if err["type"] != "value_error" and shown is not None else ""
+        raise UsageError(f"config: {key}: {msg}{got}") from None

@@ -1,0 +1,82 @@
+"""The model protocol: what a model package gives aotcheck.
+
+A model is a `ModelSpec`. aotcheck does the rest (state, rules, mesh, lowering, compile,
+report) the same way for every model; the built-in decoder is served through this same
+protocol. How aotcheck finds models by name is `aotcheck._registry`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from aotcheck._config import NoModelFields, RunConfig
+
+if TYPE_CHECKING:
+    import optax
+
+@dataclass(frozen=True)
+class BatchField:
+    """One input of the training step: its global shape, dtype and logical axis names."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    logical_axes: tuple[str | None, ...]
+
+
+# `apply(*args)` runs the model's forward pass on the current parameters (Linen or NNX
+# alike); a loss calls it on parts of the batch and returns a scalar.
+LossFn = Callable[[Callable[..., Any], Mapping[str, Any]], Any]
+
+
+def next_token_loss(apply: Callable[..., Any], batch: Mapping[str, Any]) -> Any:
+    """Mean next-token cross entropy of `apply(batch["inputs"])` against `batch["targets"]`."""
+    import jax.numpy as jnp
+    import optax
+
+    logits = apply(batch["inputs"]).astype(jnp.float32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+
+
+def token_batch(cfg: RunConfig, global_batch: int) -> dict[str, BatchField]:
+    """`inputs` and `targets` token ids of shape (global batch, max_target_length)."""
+    shape = (global_batch, cfg.core.max_target_length)
+    axes = ("activation_embed_and_logits_batch", "activation_length")
+    return {"inputs": BatchField(shape, "int32", axes), "targets": BatchField(shape, "int32", axes)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model package provides. Give `linen`, `nnx`, or both.
+
+    - `linen(cfg)` returns a `flax.linen.Module`; `nnx(cfg, rngs)` returns an `nnx.Module`.
+      Both must declare the same parameters with the same logical axis names
+      (Linen: `nn.with_logical_partitioning`; NNX: `out_sharding=` metadata).
+    - `batch(cfg, global_batch)` describes the step's inputs without data.
+    - `loss(apply, batch)` returns the scalar loss; the default is next-token cross entropy.
+    - `optimizer(cfg)` returns an optax transformation; the default is AdamW from the config.
+    - `config` is a pydantic model of the model's own settings (unknown keys are errors);
+      `defaults` are values for any config key; `logical_axis_rules` go in front of the
+      base rules.
+    """
+
+    name: str
+    batch: Callable[[RunConfig, int], Mapping[str, BatchField]] = token_batch
+    linen: Callable[[RunConfig], Any] | None = None
+    nnx: Callable[[RunConfig, Any], Any] | None = None
+    loss: LossFn = next_token_loss
+    optimizer: Callable[[RunConfig], optax.GradientTransformation] | None = None
+    config: type[pydantic.BaseModel] = NoModelFields
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    logical_axis_rules: tuple[tuple[str, Any], ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.linen is None and self.nnx is None:
+            raise ValueError(f"ModelSpec '{self.name}' gives neither linen nor nnx; give one factory or both")
+
+    def paths(self) -> tuple[str, ...]:
+        return tuple(p for p, f in (("linen", self.linen), ("nnx", self.nnx)) if f is not None)

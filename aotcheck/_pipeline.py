@@ -1,0 +1,180 @@
+"""From a request to a report: config -> target/mesh -> sharding -> abstract state -> program -> analysis -> report."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from aotcheck import _cache, _mesh, _program, _sharding, _state
+from aotcheck._analysis import Compile, analyse
+from aotcheck._config import RunConfig, parse_overrides
+from aotcheck._model import ModelSpec
+from aotcheck._registry import ModelEntry, load_config
+from aotcheck._report import BatchInput, Header, Leaf, MeshInfo, Report, TopologyInfo, versions
+from aotcheck._topology import Target, get_topology, make_target
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything that determines a report.
+
+    Example:
+        >>> aotcheck.Request(model="llama2-7b", topology="v5p-128", pure_nnx=True, compile=False)
+        Request(topology='v5p-128', num_slices=1, model='llama2-7b', config_file=None, overrides=(), pure_nnx=True, compile=False, backend='auto', cache=True)
+    """
+
+    topology: str = "v5p-8"
+    num_slices: int = 1
+    model: str | ModelSpec | None = None  # a name (see `aotcheck models`) or, from Python, the spec itself
+    config_file: Path | None = None
+    overrides: tuple[str, ...] = ()  # `key=value`, as `--set` takes them
+    pure_nnx: bool | None = None  # None: as the config says
+    compile: bool = True
+    backend: str = "auto"  # auto, libtpu or mock
+    cache: bool = True  # reuse the compile section of an identical earlier compile
+
+    def with_path(self, path: str) -> Request:
+        """The same request on the `linen` or `nnx` path."""
+        return replace(self, pure_nnx=path == "nnx")
+
+
+def configure(request: Request) -> tuple[RunConfig, ModelEntry]:
+    """The validated config of a request and the model it names."""
+    overrides = parse_overrides(request.overrides)
+    if request.pure_nnx is not None:
+        overrides["pure_nnx"] = request.pure_nnx
+    return load_config(request.model, request.config_file, overrides)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class Built:
+    report: Report
+    executable: Any  # the compiled step, or None (--no-compile, out of HBM, or served from the cache)
+    warnings: tuple[str, ...] = ()
+
+
+def build_report(request: Request, progress: Progress | None = None) -> Report:
+    """Build the abstract state, lower and compile the step, and report on it.
+
+    Arguments:
+        request: the model, target and settings.
+        progress: called with a short message as each stage starts.
+
+    Returns:
+        The report; `report.compile` is None when `request.compile` is False.
+
+    Example:
+        >>> report = aotcheck.build_report(aotcheck.Request(topology="v5p-8", compile=False))  # doctest: +SKIP
+        >>> report.header.mesh.shape["fsdp"]  # doctest: +SKIP
+        4
+    """
+    return build(request, progress).report
+
+
+def build(request: Request, progress: Progress | None = None) -> Built:
+    """`build_report`, also giving the compiled executable and any warnings."""
+    say = progress or (lambda _msg: None)
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    cfg, entry = configure(request)
+    path: _state.Path = "nnx" if cfg.core.pure_nnx else "linen"
+    topology = get_topology(request.topology)
+    with _timed(timings, "target_seconds"):
+        target = make_target(topology, request.num_slices, request.backend)
+    plan = _mesh.plan_mesh(cfg, target)
+    mesh = _mesh.build_mesh(plan, target, cfg.core.allow_split_physical_axes)
+    mesh_shape = plan.shape
+
+    say(f"building the abstract {path} state of {entry.name}")
+    batch = _state.abstract_batch(cfg, entry.spec, _state.global_batch_size(cfg, len(target.devices)))
+    with _timed(timings, "state_seconds"):
+        abstract = _state.abstract_state(cfg, entry.spec, path, batch)
+    specs = tuple(_sharding.leaf_spec(leaf.shape, leaf.logical_axes, cfg.rules, mesh_shape, f"leaf {leaf.path}")
+                  for leaf in abstract.leaves)
+    batch_specs = {k: _sharding.leaf_spec(f.shape, f.logical_axes, cfg.rules, mesh_shape, f"batch '{k}'")
+                   for k, f in batch.items()}
+    leaves = {leaf.path: _leaf(leaf, spec, mesh_shape) for leaf, spec in zip(abstract.leaves, specs, strict=True)}
+
+    compiled: Compile | None = None
+    executable = None
+    if request.compile:
+        say(f"lowering train_step for {target.name}")
+        lowered = _program.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh)
+        timings["lower_seconds"] = lowered.lower_seconds
+        cache_key = _cache.key(lowered.lowered.as_text(), target.name, target.backend)
+        compiled = _cache.get(cache_key) if request.cache else None
+        timings["compile_cache_hit"] = float(compiled is not None)
+        if compiled is None:
+            say(f"compiling for {target.name} ({len(target.devices)} devices, {target.backend})")
+            result = _program.compile_lowered(lowered, f"model '{entry.name}' ({path}) on {target.name}")
+            timings["compile_seconds"] = result.compile_seconds
+            compiled = analyse(result, topology.hbm_bytes_per_device, target.backend)
+            executable = result.executable
+            if request.cache and (warning := _cache.put(cache_key, compiled)):
+                warnings.append(warning)
+
+    report = Report(
+        header=_header(cfg, entry, path, target, plan),
+        batch={k: BatchInput(shape=f.shape, dtype=f.dtype, logical_axes=f.logical_axes, partition_spec=batch_specs[k])
+               for k, f in batch.items()},
+        leaves=dict(sorted(leaves.items())),
+        compile=compiled,
+        timings=timings,
+    )
+    return Built(report, executable, tuple(warnings))
+
+
+def _header(cfg: RunConfig, entry: ModelEntry, path: _state.Path, target: Target, plan: _mesh.MeshPlan) -> Header:
+    topology = target.topology
+    return Header(
+        model=entry.name,
+        model_source=entry.source,
+        path=path,
+        backend=target.backend,
+        versions=versions(),
+        topology=TopologyInfo(
+            name=target.name,
+            slice=topology.name,
+            libtpu_topology=topology.libtpu_topology,
+            num_slices=target.num_slices,
+            devices=len(target.devices),
+            chips=topology.chips_per_slice * target.num_slices,
+            device_kind=target.device_kind,
+            hbm_bytes_per_device=topology.hbm_bytes_per_device,
+        ),
+        mesh=MeshInfo(
+            axis_names=plan.axis_names,
+            shape=plan.shape,
+            ici=dict(zip(plan.axis_names, plan.ici, strict=True)),
+            dcn=dict(zip(plan.axis_names, plan.dcn, strict=True)),
+        ),
+        rules=cfg.rules,
+        config={k: v for k, v in cfg.as_dict().items() if k != "logical_axis_rules"},
+    )
+
+
+def _leaf(leaf: _state.Leaf, spec: _sharding.Spec, mesh_shape: dict[str, int]) -> Leaf:
+    shard = _sharding.shard_shape(leaf.shape, spec, mesh_shape)
+    return Leaf(
+        role=leaf.role,
+        shape=leaf.shape,
+        dtype=leaf.dtype,
+        logical_axes=leaf.logical_axes,
+        partition_spec=spec,
+        shard_shape=shard,
+        bytes=_sharding.nbytes(leaf.shape, leaf.dtype),
+        bytes_per_device=_sharding.nbytes(shard, leaf.dtype),
+    )

@@ -1,0 +1,215 @@
+"""The report: the typed record of one run, its versioned JSON form, and reading it back.
+
+Everything but `timings` is a pure function of the inputs and the tool versions, so the
+same inputs give byte-identical JSON (sorted keys, fixed indentation, trailing newline).
+Schema 2 names a leaf's sharding `partition_spec`, as the golden files do; files of
+schema 1 (which said `spec`) are still read, and say so.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import pydantic
+
+from aotcheck._analysis import Compile
+from aotcheck._errors import UsageError
+from aotcheck._io import read_json
+from aotcheck._record import Record, dumps
+
+SCHEMA: Final = "aotcheck.report/2"
+OLD_SCHEMAS = ("aotcheck.report/1",)
+LEAF_FIELDS = ("shape", "dtype", "logical_axes", "partition_spec")
+VERSIONED = ("aotcheck", "jax", "jaxlib", "libtpu", "flax", "optax")
+
+Kind = Literal["linen", "nnx", "maxtext"]
+Role = Literal["param", "optimizer", "step", "rng", "other"]
+# A spec entry: replicated (None), one mesh axis, or several. Logical names take the same form.
+Entry = str | tuple[str, ...] | None
+
+
+def versions() -> dict[str, str | None]:
+    """The installed versions of aotcheck and the stack whose compile it reports."""
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {name: version(name) for name in VERSIONED}
+
+
+class TopologyInfo(Record):
+    name: str  # with `-x<slices>` for several slices
+    slice: str
+    libtpu_topology: str
+    num_slices: int = pydantic.Field(ge=1)
+    devices: int = pydantic.Field(ge=1)
+    chips: int = pydantic.Field(ge=1)
+    device_kind: str
+    hbm_bytes_per_device: int = pydantic.Field(ge=0)
+
+
+class MeshInfo(Record):
+    axis_names: tuple[str, ...]
+    shape: dict[str, int]
+    ici: dict[str, int] = {}
+    dcn: dict[str, int] = {}
+
+
+class Header(Record):
+    """What was built, for which target, with which stack and settings."""
+
+    model: str
+    model_source: str
+    path: Kind
+    backend: Literal["libtpu", "mock"] | None = None
+    versions: dict[str, str | None] = {}
+    topology: TopologyInfo | None = None
+    mesh: MeshInfo
+    rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    config: dict[str, Any] = {}
+    # The leaf fields the source records (MaxText's files hold no dtypes); never written.
+    known_fields: tuple[str, ...] = pydantic.Field(LEAF_FIELDS, exclude=True)
+
+
+class BatchInput(Record):
+    shape: tuple[int, ...]
+    dtype: str
+    logical_axes: tuple[Entry, ...]
+    partition_spec: tuple[Entry, ...]
+
+
+class Leaf(Record):
+    """One array of the train state and how it is sharded."""
+
+    role: Role
+    shape: tuple[int, ...]
+    dtype: str
+    logical_axes: tuple[Entry, ...] | None  # None: the model gave no annotation (replicated)
+    partition_spec: tuple[Entry, ...]  # normalised: size-1 mesh axes and trailing None dropped
+    shard_shape: tuple[int, ...]
+    bytes: int = pydantic.Field(ge=0)
+    bytes_per_device: int = pydantic.Field(ge=0)
+
+    @property
+    def replicated(self) -> bool:
+        return not self.partition_spec
+
+
+class Unannotated(Record):
+    leaves: tuple[str, ...]
+    bytes_per_device: int
+
+
+class Totals(Record):
+    leaves: int
+    parameters: int
+    parameter_bytes: int
+    state_bytes: int
+    state_bytes_per_device: int
+    unannotated: Unannotated
+
+
+class Report(Record):
+    """One model on one path and target: every state leaf, and the compiled step's figures.
+
+    Example:
+        >>> report = aotcheck.build_report(aotcheck.Request(topology="v5p-8"))  # doctest: +SKIP
+        >>> report.totals.parameters  # doctest: +SKIP
+        2885888
+    """
+
+    schema_: Literal["aotcheck.report/2"] = pydantic.Field(SCHEMA, alias="schema")
+    header: Header
+    batch: dict[str, BatchInput] = {}
+    leaves: dict[str, Leaf]  # by path, sorted
+    compile: Compile | None = None
+    timings: dict[str, float] = {}
+    # Set when the file was of an older schema; never written.
+    read_from_schema: str | None = pydantic.Field(None, exclude=True)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = {k: v for k, v in data.items() if k != "totals"}  # derived: recomputed, never trusted
+        if data.get("schema") in OLD_SCHEMAS:
+            old = data["schema"]
+            data = {**data, "schema": SCHEMA, "read_from_schema": old}
+            for table in ("leaves", "batch"):
+                data[table] = {p: _renamed(e) for p, e in (data.get(table) or {}).items()}
+        if isinstance(data.get("leaves"), dict):
+            data["leaves"] = dict(sorted(data["leaves"].items()))
+        return data
+
+    @pydantic.field_serializer("timings")
+    def _rounded(self, timings: dict[str, float]) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in timings.items()}
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def totals(self) -> Totals:
+        params = [leaf for leaf in self.leaves.values() if leaf.role == "param"]
+        unannotated = [(p, leaf) for p, leaf in self.leaves.items() if leaf.logical_axes is None and leaf.shape]
+        return Totals(
+            leaves=len(self.leaves),
+            parameters=sum(math.prod(leaf.shape) for leaf in params),
+            parameter_bytes=sum(leaf.bytes for leaf in params),
+            state_bytes=sum(leaf.bytes for leaf in self.leaves.values()),
+            state_bytes_per_device=sum(leaf.bytes_per_device for leaf in self.leaves.values()),
+            unannotated=Unannotated(
+                leaves=tuple(p for p, _ in unannotated),
+                bytes_per_device=sum(leaf.bytes_per_device for _, leaf in unannotated),
+            ),
+        )
+
+    @property
+    def mesh_shape(self) -> dict[str, int]:
+        return dict(self.header.mesh.shape)
+
+    @property
+    def path(self) -> str:
+        return self.header.path
+
+    def items(self) -> Iterator[tuple[str, Leaf]]:
+        return iter(self.leaves.items())
+
+    def to_json(self) -> str:
+        """The report's JSON text (schema `aotcheck.report/2`)."""
+        return dumps(self)
+
+
+def _renamed(entry: Any) -> Any:
+    if isinstance(entry, dict) and "spec" in entry:
+        entry = {("partition_spec" if k == "spec" else k): v for k, v in entry.items()}
+    return entry
+
+
+def parse_report(data: Any, source: str) -> Report:
+    """A report from parsed JSON, or a one-line error naming the first bad field."""
+    if not isinstance(data, dict) or data.get("schema") not in (SCHEMA, *OLD_SCHEMAS):
+        schema = data.get("schema") if isinstance(data, dict) else None
+        raise UsageError(f"{source} is not an aotcheck report (schema {schema!r}, expected {SCHEMA!r})")
+    try:
+        return Report.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise UsageError(f"{source}: {validation_message(exc)}; regenerate it") from None
+
+
+def read_report(path: Path) -> Report:
+    """A saved report (schema 2, or 1 upgraded on reading)."""
+    return parse_report(read_json(path, "report"), f"report {path}")
+
+
+def validation_message(exc: pydantic.ValidationError) -> str:
+    """The first error of a validation, as `field.path: message`."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "value"
+    return f"{where}: {err['msg'].removeprefix('Value error, ')}"

@@ -1,0 +1,188 @@
+"""Logical axis names -> PartitionSpecs, divisibility, per-device shapes and bytes: pure functions.
+
+Rules are an ordered list; for each rule in turn, a logical axis takes the rule's mesh
+axes if it has none yet and none of those mesh axes is already taken by another
+dimension. A later rule for the same name is thus a fallback. NNX's own resolution
+treats the rules as a dict, so aotcheck resolves both paths here, through
+`flax.linen.logical_to_mesh_axes`, to give them one meaning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from aotcheck._config import Rules
+from aotcheck._errors import UsageError
+
+LogicalAxes = tuple[str | None, ...]
+# One entry per array dimension: None (replicated), a mesh axis, or several mesh axes.
+SpecEntry = str | tuple[str, ...] | None
+Spec = tuple[SpecEntry, ...]
+
+
+def resolve(logical_axes: Sequence[str | None], rules: Rules) -> tuple[tuple[str, ...], ...]:
+    """Mesh axes per dimension, exactly as Flax Linen resolves them; () means replicated.
+
+    Example:
+        >>> resolve(("embed", "mlp"), (("embed", ("fsdp",)), ("mlp", ("tensor",))))
+        (('fsdp',), ('tensor',))
+    """
+    from flax import linen as nn
+
+    spec = nn.logical_to_mesh_axes(tuple(logical_axes), [(name, axes) for name, axes in rules])
+    return tuple(as_axes(entry) for entry in spec or ())
+
+
+def as_axes(entry: Any) -> tuple[str, ...]:
+    """One PartitionSpec entry (None, an axis name, or several) as a tuple of mesh axis names."""
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def normalise(entries: Sequence[Sequence[str]], mesh_shape: Mapping[str, int]) -> Spec:
+    """Drop size-1 mesh axes and trailing replicated dimensions, so that specs compare by meaning.
+
+    Example:
+        >>> normalise([("fsdp",), ("data",), ()], {"fsdp": 4, "data": 1})
+        ('fsdp',)
+    """
+    out: list[SpecEntry] = []
+    for axes in entries:
+        kept = tuple(a for a in axes if mesh_shape[a] > 1)
+        out.append(None if not kept else kept[0] if len(kept) == 1 else kept)
+    while out and out[-1] is None:
+        out.pop()
+    return tuple(out)
+
+
+def spec_from_json(value: Sequence[Any], mesh_shape: Mapping[str, int] | None = None) -> Spec:
+    """A spec written as JSON (ours or MaxText's) back into normalised form."""
+    entries = [as_axes(entry) for entry in value]
+    if mesh_shape is None:
+        mesh_shape = {a: 2 for axes in entries for a in axes}
+    return normalise(entries, {a: mesh_shape.get(a, 2) for axes in entries for a in axes})
+
+
+def spec_to_json(spec: Spec) -> list[Any]:
+    return [list(e) if isinstance(e, tuple) else e for e in spec]
+
+
+def partition_spec(spec: Spec) -> Any:
+    from jax.sharding import PartitionSpec
+
+    return PartitionSpec(*spec)
+
+
+def shard_shape(shape: Sequence[int], spec: Spec, mesh_shape: Mapping[str, int]) -> tuple[int, ...]:
+    """Per-device shape, as jax's `NamedSharding.shard_shape` gives it; check `indivisible` first.
+
+    Example:
+        >>> shard_shape((64, 8), ("fsdp",), {"fsdp": 4})
+        (16, 8)
+    """
+    from jax.sharding import AbstractMesh, NamedSharding
+
+    mesh = AbstractMesh(tuple(mesh_shape.values()), tuple(mesh_shape))
+    return tuple(NamedSharding(mesh, partition_spec(spec)).shard_shape(tuple(shape)))
+
+
+def indivisible(shape: Sequence[int], spec: Spec, mesh_shape: Mapping[str, int]) -> tuple[int, int, SpecEntry] | None:
+    """The first (dimension, size, mesh axes) whose size the mesh axes do not divide, if any."""
+    for dim, entry in enumerate(spec):
+        if entry is not None and shape[dim] % math.prod(mesh_shape[a] for a in as_axes(entry)):
+            return dim, shape[dim], entry
+    return None
+
+
+def describe_entry(entry: SpecEntry, mesh_shape: Mapping[str, int]) -> str:
+    return "x".join(f"{a}={mesh_shape[a]}" for a in as_axes(entry))
+
+
+def leaf_spec(shape: Sequence[int], logical_axes: LogicalAxes | None, rules: Rules,
+              mesh_shape: Mapping[str, int], name: str) -> Spec:
+    """The normalised spec of an array; an indivisible dimension is a one-line error naming it and the axis."""
+    if logical_axes is None:
+        return ()
+    spec = normalise(resolve(logical_axes, rules), mesh_shape)
+    bad = indivisible(shape, spec, mesh_shape)
+    if bad:
+        dim, size, entry = bad
+        logical = logical_axes[dim]
+        raise UsageError(
+            f"sharding: {name} dimension {dim} (size {size}, logical '{logical}') is not divisible by mesh axes "
+            f"{describe_entry(entry, mesh_shape)}; change the rule for '{logical}' or the parallelism"
+        )
+    return spec
+
+
+@functools.cache
+def _key_itemsizes() -> dict[str, int]:
+    # jax's typed PRNG keys (NNX rng state) are not numpy dtypes; jax itself knows their size.
+    import jax
+
+    out = {}
+    for impl in ("threefry2x32", "rbg", "unsafe_rbg"):
+        dtype = jax.eval_shape(lambda impl=impl: jax.random.key(0, impl=impl)).dtype
+        out[str(dtype)] = dtype.itemsize
+    return out
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of a dtype named as jax prints it: `bfloat16`, `int32`, `key<fry>`.
+
+    Example:
+        >>> itemsize("bfloat16"), itemsize("key<fry>")
+        (2, 8)
+    """
+    keys = _key_itemsizes() if dtype.startswith("key<") else {}
+    if dtype in keys:
+        return keys[dtype]
+    import jax.numpy as jnp
+
+    try:
+        return int(jnp.dtype(dtype).itemsize)
+    except TypeError:
+        raise UsageError(f"unknown dtype '{dtype}'; give a jax dtype such as float32, bfloat16 or key<fry>") from None
+
+
+def nbytes(shape: Sequence[int], dtype: str) -> int:
+    """Bytes of an array of `shape` and `dtype`."""
+    return math.prod(shape) * itemsize(dtype)
+
+
+# Activation sharding constraints. Models call `constrain` while aotcheck traces their
+# step; the rules and mesh of that trace are carried here so that model code stays free
+# of aotcheck plumbing and runs unchanged (unconstrained) outside aotcheck.
+_ACTIVE: contextvars.ContextVar[tuple[Rules, Any] | None] = contextvars.ContextVar("aotcheck_rules", default=None)
+
+
+@contextlib.contextmanager
+def activation_rules(rules: Rules, mesh: Any) -> Iterator[None]:
+    token = _ACTIVE.set((rules, mesh))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def constrain(x: Any, logical_axes: Sequence[str | None]) -> Any:
+    """Shard an activation by logical axis names under the active rules (a no-op outside aotcheck)."""
+    active = _ACTIVE.get()
+    if active is None:
+        return x
+    import jax
+    from jax.sharding import NamedSharding
+
+    rules, mesh = active
+    spec = normalise(resolve(logical_axes, rules), dict(mesh.shape))
+    if indivisible(x.shape, spec, dict(mesh.shape)):
+        # Small activations (a batch smaller than the data axes) stay unconstrained rather
+        # than failing: XLA then picks their layout, as it would without the annotation.
+        return x
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, partition_spec(spec)))

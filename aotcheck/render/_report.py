@@ -1,0 +1,118 @@
+"""A report for people: the terminal summary, the leaf table, and Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from aotcheck._report import Leaf, Report
+from aotcheck._text import axes_text, collectives_text, human_bytes, spec_text
+from aotcheck._topology import MOCK_LABEL
+from aotcheck.render._common import fit_text, md
+
+_BAR = 40
+
+
+def title(report: Report) -> str:
+    h = report.header
+    t = h.topology
+    assert t is not None
+    backend = MOCK_LABEL if h.backend == "mock" else "libtpu"
+    return (f"{h.model} ({h.path}) on {t.name}: {t.chips} chips, {t.devices} devices, "
+            f"{t.libtpu_topology}, {t.device_kind} [{backend}]")
+
+
+def _mesh_line(report: Report) -> str:
+    shape = report.mesh_shape
+    used = " x ".join(f"{a}={s}" for a, s in shape.items() if s > 1) or "1 device"
+    return f"mesh: {used}  (axes {', '.join(shape)})"
+
+
+def memory_bar(report: Report) -> Text:
+    c = report.compile
+    assert c is not None
+    frac = c.needed_bytes_per_device / c.capacity_bytes_per_device if c.capacity_bytes_per_device else 0.0
+    colour = "green" if frac <= 0.8 else "yellow" if frac <= 1.0 else "red"
+    filled = min(_BAR, round(frac * _BAR))
+    bar = Text("[", style="bold")
+    bar.append("#" * filled, style=colour)
+    bar.append("." * (_BAR - filled))
+    bar.append("] ", style="bold")
+    bar.append(fit_text(c), style=colour)
+    return bar
+
+
+def _largest(report: Report, limit: int) -> list[tuple[str, Leaf]]:
+    return sorted(report.items(), key=lambda item: (-item[1].bytes_per_device, item[0]))[:limit]
+
+
+def summary(report: Report, largest: int = 8) -> Group:
+    """The terminal summary: target, mesh, state, memory, cost, collectives, timings, largest leaves."""
+    t = report.totals
+    parts: list[Any] = [Text(title(report), style="bold"), Text(_mesh_line(report))]
+    parts.append(Text(f"state: {t.leaves} leaves, {t.parameters:,} parameters, "
+                      f"{human_bytes(t.state_bytes)} in all, {human_bytes(t.state_bytes_per_device)} per device"))
+    if t.unannotated.leaves:
+        parts.append(Text(
+            f"unannotated (replicated on every device): {len(t.unannotated.leaves)} leaves, "
+            f"{human_bytes(t.unannotated.bytes_per_device)} per device: " + ", ".join(t.unannotated.leaves[:5]),
+            style="yellow",
+        ))
+    c = report.compile
+    if c is not None:
+        parts.append(memory_bar(report))
+        if (m := c.memory_per_device) is not None:
+            parts.append(Text(f"argument {human_bytes(m.argument)}, output {human_bytes(m.output)}, "
+                              f"alias {human_bytes(m.alias)}, temp {human_bytes(m.temp)}, "
+                              f"code {human_bytes(m.generated_code)}"))
+        if c.flops is not None:
+            parts.append(Text(f"FLOPs {c.flops:.4g}, bytes accessed {c.bytes_accessed or 0:.4g} (scanned bodies count once)"))
+        if c.collectives:
+            parts.append(Text(f"collectives: {collectives_text(c.collectives)}"))
+        if report.header.backend == "mock":
+            parts.append(Text("mock (CPU devices): memory figures are not TPU figures", style="yellow"))
+    if report.timings:
+        times = ", ".join(f"{k.removesuffix('_seconds')} {v:.2f}s" for k, v in report.timings.items() if k.endswith("_seconds"))
+        cached = " (compile served from aotcheck's cache)" if report.timings.get("compile_cache_hit") else ""
+        parts.append(Text(f"time: {times}{cached}", style="dim"))
+    if largest:
+        parts.append(leaf_table(report, limit=largest, title=f"largest {largest} leaves per device"))
+    return Group(*parts)
+
+
+def leaf_table(report: Report, limit: int | None = None, title: str | None = None) -> Table:
+    """Leaves with shape, dtype, logical axes, spec and bytes per device (the largest `limit`, or all)."""
+    table = Table(title=title, title_justify="left", show_lines=False)
+    leaves = list(report.items()) if limit is None else _largest(report, limit)
+    # Paths are what a reader searches for: keep each on one line, let other columns wrap.
+    table.add_column("path", no_wrap=True, min_width=min(90, max((len(p) for p, _ in leaves), default=4)))
+    for col in ("shape", "dtype", "logical axes", "spec", "per device", "bytes/device"):
+        table.add_column(col, overflow="fold")
+    for path, leaf in leaves:
+        table.add_row(path, str(list(leaf.shape)), leaf.dtype, axes_text(leaf.logical_axes),
+                      spec_text(leaf.partition_spec), str(list(leaf.shard_shape)), human_bytes(leaf.bytes_per_device))
+    return table
+
+
+def markdown(report: Report, all_leaves: bool = False) -> str:
+    """The report as Markdown: a heading, the figures, and a leaf table."""
+    t = report.totals
+    lines = [f"## {title(report)}", "", _mesh_line(report), ""]
+    lines.append(f"- parameters: {t.parameters:,}")
+    lines.append(f"- state per device: {human_bytes(t.state_bytes_per_device)}")
+    c = report.compile
+    if c is not None:
+        lines.append(f"- HBM per device: {fit_text(c)}" if c.fits else f"- HBM per device: **{fit_text(c)}**")
+        if c.flops is not None:
+            lines.append(f"- FLOPs: {c.flops:.4g}")
+        if c.collectives:
+            lines.append(f"- collectives: {collectives_text(c.collectives)}")
+    lines += ["", "| path | shape | dtype | logical axes | spec | bytes/device |", "|---|---|---|---|---|---|"]
+    leaves = list(report.items()) if all_leaves else _largest(report, 8)
+    for path, leaf in leaves:
+        lines.append(f"| `{md(path)}` | {list(leaf.shape)} | {leaf.dtype} | {md(axes_text(leaf.logical_axes))} | "
+                     f"`{spec_text(leaf.partition_spec)}` | {human_bytes(leaf.bytes_per_device)} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,166 @@
+"""`aotcheck compile`: the report's content is right, complete and deterministic, on both paths."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import pytest
+from typer.testing import CliRunner
+
+from aotcheck._cli import app
+from aotcheck._pipeline import Request, build, build_report
+from aotcheck._sharding import as_axes, normalise
+from aotcheck._state import path_str
+
+runner = CliRunner()
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("path", ["linen", "nnx"])
+@pytest.mark.parametrize("topology", ["v5p-8", "v5p-128"])
+def test_report_shardings_are_the_compiled_executables(path: str, topology: str) -> None:
+    # The report must tell the truth: every leaf's spec is the one XLA compiled the step with.
+    built = build(Request(topology=topology, pure_nnx=path == "nnx", cache=False))
+    assert built.executable is not None
+    state_shardings = built.executable.input_shardings[0][0]
+    flat = jax.tree_util.tree_flatten_with_path(state_shardings)[0]
+    report = built.report.leaves
+    assert len(flat) == len(report)
+    mesh_shape = built.report.mesh_shape
+    for keys, sharding in flat:
+        assert normalise([as_axes(e) for e in sharding.spec], mesh_shape) == report[path_str(keys)].partition_spec, path_str(keys)
+
+
+def test_linen_and_nnx_compile_to_the_same_program_figures() -> None:
+    linen = build_report(Request(topology="v5p-128", pure_nnx=False)).compile
+    nnx = build_report(Request(topology="v5p-128", pure_nnx=True)).compile
+    assert linen is not None and nnx is not None
+    assert linen.memory_per_device == nnx.memory_per_device
+    assert (linen.flops, linen.collectives) == (nnx.flops, nnx.collectives)
+
+
+def test_json_report_schema_and_content() -> None:
+    code, out, _ = run("compile", "--topology", "v5p-128", "--pure-nnx", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["schema"] == "aotcheck.report/2"
+    header = data["header"]
+    assert header["path"] == "nnx" and header["backend"] == "libtpu"
+    expected = {"name": "v5p-128", "libtpu_topology": "v5:4x4x4", "chips": 64, "devices": 64}
+    assert {k: header["topology"][k] for k in expected} == expected
+    assert header["mesh"]["shape"]["fsdp"] == 64
+    assert set(header["versions"]) == {"aotcheck", "jax", "jaxlib", "libtpu", "flax", "optax"}
+    assert list(data["leaves"]) == sorted(data["leaves"])
+    wi0 = data["leaves"]["model/decoder/layers/mlp/wi_0/kernel/value"]
+    assert wi0 == {
+        "role": "param",
+        "shape": [256, 4, 512],
+        "dtype": "float32",
+        "logical_axes": ["embed", "layers", "mlp"],
+        "partition_spec": ["fsdp"],
+        "shard_shape": [4, 4, 512],
+        "bytes": 256 * 4 * 512 * 4,
+        "bytes_per_device": 4 * 4 * 512 * 4,
+    }
+    comp = data["compile"]
+    mem = comp["memory_per_device"]
+    assert mem["peak"] == mem["argument"] + mem["output"] + mem["temp"] - mem["alias"]
+    assert comp["verdict"] == "fits" and comp["capacity_bytes_per_device"] == 95 * 1024**3
+    assert comp["flops"] > 0 and set(comp["collectives"]) >= {"all-gather", "all-reduce", "reduce-scatter"}
+    assert data["totals"]["parameters"] == 2_885_888
+    assert set(data["timings"]) >= {"lower_seconds", "compile_cache_hit"}
+
+
+def test_reports_are_byte_identical_apart_from_timings() -> None:
+    def stable() -> str:
+        code, out, _ = run("compile", "--topology", "v5p-8", "--format", "json")
+        assert code == 0
+        data = json.loads(out)
+        del data["timings"]
+        return json.dumps(data, sort_keys=True)
+
+    assert stable() == stable()
+
+
+def test_summary_names_topology_mesh_memory_and_largest_leaves() -> None:
+    code, out, _ = run("compile", "--topology", "v5p-128")
+    assert code == 0
+    assert "tiny (linen) on v5p-128: 64 chips, 64 devices, v5:4x4x4" in out
+    assert "mesh: fsdp=64" in out
+    assert "fits:" in out and "of 95.00 GiB per device" in out
+    assert "largest 8 leaves per device" in out and "params/decoder/layers/mlp/wi_0/kernel" in out
+
+
+def test_no_compile_gives_the_sharding_report_alone() -> None:
+    code, out, _ = run("compile", "--no-compile", "--format", "json", "--topology", "v5p-128")
+    assert code == 0
+    data = json.loads(out)
+    assert data["compile"] is None and "compile_seconds" not in data["timings"]
+    assert data["leaves"]["params/decoder/layers/mlp/wi_0/kernel"]["partition_spec"] == ["fsdp"]
+
+
+def test_mock_backend_says_so_everywhere() -> None:
+    code, out, _ = run("compile", "--backend", "mock", "--topology", "v5p-8")
+    assert code == 0
+    assert "mock (CPU devices)" in out
+    code, out, _ = run("compile", "--backend", "mock", "--topology", "v5p-128", "--pure-nnx", "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["header"]["backend"] == "mock" and data["header"]["topology"]["device_kind"] == "mock (CPU devices)"
+    assert any("mock backend" in n for n in data["compile"]["notes"])
+
+
+def test_multi_slice_puts_dcn_parallelism_on_the_data_axis() -> None:
+    code, out, _ = run("compile", "--topology", "v5p-8", "--num-slices", "2", "--format", "json")
+    assert code == 0
+    header = json.loads(out)["header"]
+    assert header["topology"]["name"] == "v5p-8-x2" and header["topology"]["devices"] == 8
+    assert header["mesh"]["dcn"]["data"] == 2 and header["mesh"]["ici"]["fsdp"] == 4
+
+
+def test_out_of_hbm_is_a_verdict_with_its_own_exit_code() -> None:
+    code, out, err = run(
+        "compile", "--topology", "v5e-1", "--set", "per_device_batch_size=64", "--set", "max_target_length=4096"
+    )
+    assert code == 4, err
+    assert "does not fit: needs" in out and "GiB per device" in out
+    assert "Traceback" not in out + err
+
+
+def test_out_file_is_written(tmp_path) -> None:
+    target = tmp_path / "report.json"
+    code, _, err = run("compile", "--no-compile", "--format", "json", "--out", str(target))
+    assert code == 0 and f"wrote {target}" in err
+    assert json.loads(target.read_text())["schema"] == "aotcheck.report/2"
+
+
+def test_topologies_lists_every_public_slice_and_shows_one() -> None:
+    code, out, _ = run("topologies")
+    assert code == 0 and "223 TPU slices" in out and "tpu7x-16" in out and "v6e-256" in out
+    code, out, _ = run("topologies", "v5p-128")
+    assert code == 0 and "v5:4x4x4" in out and "95 GiB" in out and "64" in out
+
+
+def test_compile_cache_serves_the_same_report() -> None:
+    request = Request(topology="v5e-16", overrides=("max_target_length=96",))
+    first = build_report(request)
+    second = build_report(request)
+    assert first.timings["compile_cache_hit"] == 0.0 and second.timings["compile_cache_hit"] == 1.0
+    assert "compile_seconds" not in second.timings
+    strip = lambda r: {k: v for k, v in r.model_dump().items() if k != "timings"}  # noqa: E731
+    assert strip(first) == strip(second)
+    # A different program (another batch size) is a miss, not a stale hit.
+    other = build_report(Request(topology="v5e-16", overrides=("max_target_length=96", "per_device_batch_size=4")))
+    assert other.timings["compile_cache_hit"] == 0.0
+    assert other.compile.memory_per_device != first.compile.memory_per_device
+
+
+def test_version_names_the_whole_stack() -> None:
+    code, out, _ = run("--version")
+    assert code == 0
+    assert out.startswith("aotcheck ") and " jax " in out and " flax " in out and " optax " in out
