@@ -1,0 +1,112 @@
+"""Canonical leaf paths: Linen, NNX and MaxText names of one leaf meet on one path."""
+
+from __future__ import annotations
+
+import pytest
+
+from aotcheck import _canonical
+from aotcheck._errors import UsageError
+
+# (Linen path, NNX path, role, canonical path)
+SAME_LEAF = [
+    ("params/decoder/layers/mlp/wi_0/kernel", "model/decoder/layers/mlp/wi_0/kernel/value", "param",
+     "param/decoder/layers/mlp/wi_0/kernel"),
+    ("params/decoder/layers_3/self_attention/query/kernel", "model/decoder/layers/3/self_attention/query/kernel/value",
+     "param", "param/decoder/layers/3/self_attention/query/kernel"),
+    ("params/decoder/layers_12/mlp/wo/kernel", "model/decoder/layers/12/mlp/wo/kernel/value", "param",
+     "param/decoder/layers/12/mlp/wo/kernel"),
+    ("opt_state/0/mu/decoder/layers_3/mlp/wo/kernel", "optimizer/opt_state/0/mu/decoder/layers/3/mlp/wo/kernel/value",
+     "optimizer", "opt/0/mu/decoder/layers/3/mlp/wo/kernel"),
+    ("opt_state/0/nu/token_embedder/embedding", "optimizer/opt_state/0/nu/token_embedder/embedding/value",
+     "optimizer", "opt/0/nu/token_embedder/embedding"),
+    ("opt_state/0/count", "optimizer/opt_state/0/count/value", "optimizer", "opt/0/count"),
+    ("step", "optimizer/step/value", "step", "step"),
+    ("step", "optimizer/step", "step", "step"),
+]
+
+
+@pytest.mark.parametrize(("linen", "nnx", "role", "canonical"), SAME_LEAF)
+def test_linen_and_nnx_names_of_a_leaf_map_to_one_canonical_path(linen, nnx, role, canonical):
+    rewrites = _canonical.defaults()
+    assert rewrites.canonical(linen, role, "linen") == canonical
+    assert rewrites.canonical(nnx, role, "nnx") == canonical
+    assert _canonical.role_of(canonical) == role
+
+
+def test_maxtext_paths_map_to_the_same_canonical_paths():
+    rewrites = _canonical.defaults()
+    assert rewrites.canonical(".params/['params']/['decoder']/['layers']/['mlp']/['wo']/['kernel']", "other",
+                              "maxtext") == "param/decoder/layers/mlp/wo/kernel"
+    assert rewrites.canonical(".opt_state/[0]/.mu/['params']/['decoder']/['layers_3']/['kernel']", "other",
+                              "maxtext") == "opt/0/mu/decoder/layers/3/kernel"
+    assert rewrites.canonical(".step", "other", "maxtext") == "step"
+
+
+def test_nnx_rng_and_other_variables_get_their_own_heads():
+    rewrites = _canonical.defaults()
+    assert rewrites.canonical("model/rngs/default/key/value", "rng", "nnx") == "rng/rngs/default/key"
+    assert rewrites.canonical("model/decoder/cache/index/value", "other", "nnx") == "other/decoder/cache/index"
+    assert _canonical.role_of("rng/rngs/default/key") == "rng"
+    assert _canonical.role_of("other/decoder/cache/index") == "other"
+
+
+def test_layers_rewrite_matches_whole_path_components_only():
+    rewrites = _canonical.defaults()
+    assert rewrites.canonical("params/decoder/layers_3", "param", "linen") == "param/decoder/layers/3"
+    assert rewrites.canonical("params/decoder/my_layers_3/kernel", "param", "linen") == "param/decoder/my_layers_3/kernel"
+    assert rewrites.canonical("params/decoder/layers_3x/kernel", "param", "linen") == "param/decoder/layers_3x/kernel"
+
+
+def test_user_rules_run_after_the_defaults_on_canonical_paths():
+    user = _canonical.parse({"nnx": [[r"^(param|opt/\d+/\w+)/backbone/", r"\1/decoder/"]]}, "user.yml")
+    rewrites = _canonical.defaults().then(user)
+    assert rewrites.canonical("model/backbone/norm/scale/value", "param", "nnx") == "param/decoder/norm/scale"
+    assert rewrites.canonical("optimizer/opt_state/0/mu/backbone/norm/scale/value", "optimizer",
+                              "nnx") == "opt/0/mu/decoder/norm/scale"
+    # Linen paths are untouched by nnx rules.
+    assert rewrites.canonical("params/backbone/norm/scale", "param", "linen") == "param/backbone/norm/scale"
+
+
+def test_a_rule_with_a_role_applies_only_to_that_role():
+    rewrites = _canonical.parse({"all": [["^x/", "y/", "rng"]]}, "r.yml")
+    assert rewrites.canonical("x/a", "rng", "linen") == "y/a"
+    assert rewrites.canonical("x/a", "param", "linen") == "x/a"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (["^a", "b"], r"^bad\.yml: expected a mapping of linen, nnx, maxtext, all to rule lists$"),
+        ({"jax": []}, r"^bad\.yml: unknown source kind 'jax' \(one of linen, nnx, maxtext, all\)$"),
+        ({"nnx": "^a"}, r"^bad\.yml: 'nnx' must be a list of \[pattern, replacement\] rules$"),
+        ({"nnx": [["^a"]]}, r"^bad\.yml: nnx rule 1: expected \[pattern, replacement\] or \[pattern, replacement, role\]"),
+        ({"linen": [["^a", "b"], ["(", "x"]]}, r"^bad\.yml: linen rule 2: bad pattern '\(': "),
+        ({"linen": [["^(a)", r"\2"]]}, r"^bad\.yml: linen rule 1: bad replacement '\\\\2': "),
+        ({"linen": [["^a", "b", "weights"]]}, r"^bad\.yml: linen rule 1: unknown role 'weights' \(one of param, "),
+    ],
+)
+def test_a_bad_rule_is_a_one_line_usage_error(data, expected):
+    with pytest.raises(UsageError, match=expected) as info:
+        _canonical.parse(data, "bad.yml")
+    assert "\n" not in str(info.value)
+
+
+def test_a_bad_rewrites_file_is_a_one_line_usage_error_naming_it(tmp_path):
+    bad = tmp_path / "rewrites.yml"
+    bad.write_text("nnx:\n  - ['^model/(', 'param/']\n")
+    with pytest.raises(UsageError, match=rf"^{bad}: nnx rule 1: bad pattern") as info:
+        _canonical.read(bad)
+    assert "\n" not in str(info.value)
+    broken = tmp_path / "broken.yml"
+    broken.write_text("nnx: [\n")
+    with pytest.raises(UsageError, match=rf"^rewrites file {broken} line \d+ is not valid YAML") as info:
+        _canonical.read(broken)
+    assert "\n" not in str(info.value)
+    with pytest.raises(UsageError, match="does not exist"):
+        _canonical.read(tmp_path / "missing.yml")
+
+
+def test_an_empty_rewrites_file_changes_nothing(tmp_path):
+    empty = tmp_path / "empty.yml"
+    empty.write_text("")
+    assert _canonical.read(empty).canonical("params/a", "param", "linen") == "params/a"
