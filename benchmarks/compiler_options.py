@@ -30,8 +30,8 @@ from aotcheck import _env
 
 _env.configure()
 
-from aotcheck import pipeline, state, step  # noqa: E402
 from aotcheck import mesh as mesh_mod  # noqa: E402
+from aotcheck import pipeline, state, step  # noqa: E402
 from aotcheck.topology import get_topology, make_target  # noqa: E402
 
 MODELS: dict[str, pipeline.Request] = {
@@ -153,8 +153,8 @@ def run_model(name: str, options: dict[str, dict[str, Any]], repeats: int) -> No
     print(f"\n{name} ({MODELS[name].model or 'tiny'} on {MODELS[name].topology}, "
           f"overrides {list(MODELS[name].overrides) or 'none'}): lower {lower_s:.1f} s, warm-up compile {warm_s:.1f} s, "
           f"median of {repeats}; default deterministic: {'yes' if len(hashes) == 1 else 'NO'}")
-    print(f"| option | accepted | median s | ratio | figures identical |")
-    print(f"| --- | --- | ---: | ---: | --- |")
+    print("| option | accepted | median s | ratio | figures identical |")
+    print("| --- | --- | ---: | ---: | --- |")
     for opt in names:
         if opt != "default" and found.get(opt, "").startswith("rejected"):
             print(f"| {opt} | {found[opt]} | | | |")
