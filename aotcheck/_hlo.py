@@ -129,37 +129,21 @@ def parse_shape(text: str) -> tuple[Array, ...]:
     return tuple(out)
 
 
+# Only brackets, quotes, backslashes and the separator matter to the scanners below, so
+# they jump from one such character to the next instead of walking every character.
+_SPECIAL_RE = re.compile(r'[(){}\[\]"\\,]')
+
+
 def _balanced(text: str, start: int) -> int:
     """Index just past the bracket group that opens at text[start]."""
-    pairs = {"(": ")", "{": "}", "[": "]"}
-    depth, i, quote = 0, start, False
-    while i < len(text):
-        c = text[i]
+    depth, quote, skip = 0, False, -1
+    for m in _SPECIAL_RE.finditer(text, start):
+        i, c = m.start(), m.group()
+        if i == skip:
+            continue
         if quote:
             if c == "\\":
-                i += 1
-            elif c == '"':
-                quote = False
-        elif c == '"':
-            quote = True
-        elif c in pairs:
-            depth += 1
-        elif c in ")}]":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return len(text)
-
-
-def split_top_level(text: str, sep: str = ",") -> Iterator[str]:
-    """Split on `sep` outside brackets and quotes (attribute lists, operand lists)."""
-    depth, quote, start, i = 0, False, 0, 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 1
+                skip = i + 1
             elif c == '"':
                 quote = False
         elif c == '"':
@@ -168,10 +152,34 @@ def split_top_level(text: str, sep: str = ",") -> Iterator[str]:
             depth += 1
         elif c in ")}]":
             depth -= 1
-        elif c == sep and depth == 0:
+            if depth == 0:
+                return i + 1
+    return len(text)
+
+
+def split_top_level(text: str, sep: str = ",") -> Iterator[str]:
+    """Split on commas outside brackets and quotes (attribute lists, operand lists)."""
+    if sep != ",":
+        raise ValueError("only ',' is supported")
+    depth, quote, start, skip = 0, False, 0, -1
+    for m in _SPECIAL_RE.finditer(text):
+        i, c = m.start(), m.group()
+        if i == skip:
+            continue
+        if quote:
+            if c == "\\":
+                skip = i + 1
+            elif c == '"':
+                quote = False
+        elif c == '"':
+            quote = True
+        elif c in "({[":
+            depth += 1
+        elif c in ")}]":
+            depth -= 1
+        elif c == "," and depth == 0:
             yield text[start:i].strip()
             start = i + 1
-        i += 1
     tail = text[start:].strip()
     if tail:
         yield tail

@@ -140,6 +140,27 @@ def layout_from_mesh(mesh: object, ici_shape: Sequence[int] | None = None) -> Me
     )
 
 
+def layout_from_plan(axis_names: Sequence[str], ici: Sequence[int], dcn: Sequence[int]) -> MeshLayout:
+    """A MeshLayout from per-axis ICI and DCN sizes (aotcheck's MeshPlan, or a report header).
+
+    Arguments:
+        axis_names: mesh axis names.
+        ici: per-axis sizes inside a slice.
+        dcn: per-axis sizes across slices.
+    Returns:
+        The layout, with slices laid out DCN-major along each axis as
+        `mesh_utils.create_hybrid_device_mesh` (and aotcheck's mock mesh) does: coordinate
+        c on an axis is slice part c // ici, in-slice part c % ici.
+    """
+    shape = tuple(i * d for i, d in zip(ici, dcn, strict=True))
+    if int(np.prod(dcn)) == 1:
+        return MeshLayout(tuple(axis_names), shape)
+    coords = np.array(np.unravel_index(np.arange(int(np.prod(shape))), shape))
+    parts = coords // np.asarray(ici)[:, None]
+    slices = np.ravel_multi_index(tuple(parts), tuple(dcn))
+    return MeshLayout(tuple(axis_names), shape, tuple(int(x) for x in slices), tuple(ici))
+
+
 def group_axes(group: Sequence[int], layout: MeshLayout, per_slice: bool = False) -> tuple[str, ...]:
     """Mesh axes along which a group's members differ, in mesh order.
 

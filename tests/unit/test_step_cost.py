@@ -201,3 +201,13 @@ def test_roofline_estimate_and_mfu() -> None:
     assert est.step_s_no_overlap >= est.step_s
     assert est.mfu == pytest.approx(6 * 1000 * 64 / (est.step_s * 4.59e14 * 4))
     assert est.bound == "dcn"  # 512 bytes over 6.25e9 B/s dwarfs this toy's compute
+
+
+def test_layout_from_plan_puts_slices_dcn_major() -> None:
+    from aotcheck._replica_groups import layout_from_plan
+
+    layout = layout_from_plan(AXES, (1, 4), (2, 1))
+    assert layout.shape == (2, 4) and layout.per_slice_shape == (1, 4)
+    assert layout.slice_of == (0, 0, 0, 0, 1, 1, 1, 1)
+    # A per-slice program's group {0..3} runs along fsdp inside one slice.
+    assert attribute([[0, 1, 2, 3]], layout) == ("fsdp", False)
