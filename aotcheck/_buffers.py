@@ -13,8 +13,9 @@ The TPU compiler writes what we need when asked to dump (`xla_dump_to`):
 
 The dump can be requested per compile, without touching the process environment:
 `lowered.compile(compiler_options={"xla_dump_to": DIR})` works on the deviceless TPU
-target (checked with jax 0.8 / libtpu); `XLA_FLAGS=--xla_dump_to=DIR` also works but must
-be set before jax initialises its backends and then dumps every compile in the process.
+target (checked with this environment's jax and libtpu); `XLA_FLAGS=--xla_dump_to=DIR` in
+the environment of the process also works (checked) but XLA reads it once, at backend
+start, and then dumps every compile of the process.
 `dump_peak_buffers` uses the first way, in a private temporary folder it removes.
 """
 

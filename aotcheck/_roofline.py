@@ -12,7 +12,9 @@ models of the jax-ml scaling book for communication:
 - W for an axis = bidirectional link bandwidth x physical links the axis spans
   (`links`, default 1), halved when the axis has no wraparound (a line, not a ring).
   A label over several axes ("data+fsdp") adds their bandwidths.
-- DCN bytes (multi-slice send/recv) go at the chip's DCN bandwidth.
+- DCN bytes (multi-slice send/recv) go at the chip's DCN bandwidth. A collective whose
+  groups cross slices inside one program (the mock backend) is charged on both its axis'
+  ICI and on DCN: an overestimate, as ICI-only would be an underestimate.
 
 Overlap model: XLA's TPU scheduler overlaps async collectives with compute and the
 compute/memory pipes overlap each other, so the estimate is `max(compute, memory, ICI,
