@@ -56,8 +56,8 @@ _NO_BYTES = frozenset({
 class CostSummary:
     """Per-step, per-device totals of one compiled program (estimates from the HLO text).
 
-    `uncosted_ops` counts custom-call targets (executions per step) that carry no FLOP
-    model; `unknown_trip_counts` names whiles counted once because their trip count could
+    `matmul_flops` is the dot/convolution share of `flops`; `uncosted_ops` counts
+    custom-call targets (executions per step) that carry no FLOP model; `unknown_trip_counts` names whiles counted once because their trip count could
     not be read; `loops` maps each while to the trip count used.
     """
 
@@ -65,6 +65,7 @@ class CostSummary:
     transcendentals: float
     bytes_accessed: float
     collectives: Mapping[str, CollectiveTotals]
+    matmul_flops: float = 0.0  # the part of `flops` in dot and convolution (MXU work)
     uncosted_ops: Mapping[str, int] = field(default_factory=dict)
     unknown_trip_counts: tuple[str, ...] = ()
     loops: Mapping[str, int] = field(default_factory=dict)
@@ -73,6 +74,7 @@ class CostSummary:
 class _Acc:
     def __init__(self) -> None:
         self.flops = 0.0
+        self.matmul = 0.0
         self.trans = 0.0
         self.bytes = 0.0
         self.collectives = empty_collectives()
@@ -246,10 +248,10 @@ def _computation_flops(module: Module, name: str) -> tuple[float, float]:
 
 def _instruction_cost(module: Module, comp: Computation, instr: Instruction, acc: _Acc, mult: float) -> None:
     op = instr.opcode
-    if op == "dot":
-        acc.flops += mult * dot_flops(comp, instr)
-    elif op == "convolution":
-        acc.flops += mult * convolution_flops(comp, instr)
+    if op in ("dot", "convolution"):
+        flops = mult * (dot_flops(comp, instr) if op == "dot" else convolution_flops(comp, instr))
+        acc.flops += flops
+        acc.matmul += flops
     elif op in TRANSCENDENTAL:
         acc.trans += mult * instr.elements
     elif op in ELEMENTWISE:
@@ -323,6 +325,7 @@ def _walk(module: Module, comp: Computation, mult: float, acc: _Acc, layout: Mes
 
 def _merge(acc: _Acc, other: _Acc) -> None:
     acc.flops += other.flops
+    acc.matmul += other.matmul
     acc.trans += other.trans
     acc.bytes += other.bytes
     acc.uncosted.update(other.uncosted)
@@ -350,6 +353,7 @@ def step_cost(hlo: str | Module, layout: MeshLayout | None = None) -> CostSummar
         transcendentals=acc.trans,
         bytes_accessed=acc.bytes,
         collectives={k: v.freeze() for k, v in acc.collectives.items()},
+        matmul_flops=acc.matmul,
         uncosted_ops=dict(sorted(acc.uncosted.items())),
         unknown_trip_counts=tuple(acc.unknown),
         loops=dict(acc.loops),
@@ -360,6 +364,7 @@ def summary_json(summary: CostSummary) -> dict:
     """A JSON-ready dict of a CostSummary (sorted keys via json.dumps by the caller)."""
     return json.loads(json.dumps({
         "flops": summary.flops,
+        "matmul_flops": summary.matmul_flops,
         "transcendentals": summary.transcendentals,
         "bytes_accessed": summary.bytes_accessed,
         "collectives": {k: v.to_json() for k, v in summary.collectives.items()},

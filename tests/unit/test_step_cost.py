@@ -156,6 +156,7 @@ def test_small_step_totals() -> None:
     # Per iteration: dot 2*8*16*16, multiply 128 (fused), reducer add 128, counter add 1,
     # and the condition's compare 1.
     assert summary.flops == 4 * (2 * 8 * 16 * 16 + 128 + 128 + 1 + 1)
+    assert summary.matmul_flops == 4 * 2 * 8 * 16 * 16
     assert summary.transcendentals == 4 * 128  # the fused tanh
     assert summary.uncosted_ops == {"tpu_custom_call": 4}
     ag, ar = summary.collectives["all-gather"], summary.collectives["all-reduce"]
