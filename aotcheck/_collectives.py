@@ -149,11 +149,9 @@ def _permute_label(instr: Instruction, layout: MeshLayout | None) -> tuple[str, 
     pairs = instr.attributes.get("source_target_pairs", "")
     if layout is None or not pairs:
         return "unknown", False
-    from aotcheck._replica_groups import parse_replica_groups as parse
-
     labels: set[str] = set()
     dcn = False
-    for pair in parse(pairs, layout.num_devices):
+    for pair in parse_replica_groups(pairs, layout.num_devices):
         label, crosses = attribute([pair], layout)
         labels.add(label)
         dcn = dcn or crosses

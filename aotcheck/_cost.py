@@ -22,11 +22,11 @@ Custom calls (Pallas kernels among them) have no cost model and are listed, not 
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -360,9 +360,9 @@ def step_cost(hlo: str | Module, layout: MeshLayout | None = None) -> CostSummar
     )
 
 
-def summary_json(summary: CostSummary) -> dict:
-    """A JSON-ready dict of a CostSummary (sorted keys via json.dumps by the caller)."""
-    return json.loads(json.dumps({
+def summary_json(summary: CostSummary) -> dict[str, Any]:
+    """A JSON-ready dict of a CostSummary (plain floats, ints, strings, lists and dicts)."""
+    return {
         "flops": summary.flops,
         "matmul_flops": summary.matmul_flops,
         "transcendentals": summary.transcendentals,
@@ -371,4 +371,4 @@ def summary_json(summary: CostSummary) -> dict:
         "uncosted_ops": dict(summary.uncosted_ops),
         "unknown_trip_counts": list(summary.unknown_trip_counts),
         "loops": dict(summary.loops),
-    }))
+    }

@@ -140,13 +140,18 @@ def layout_from_mesh(mesh: object, ici_shape: Sequence[int] | None = None) -> Me
     )
 
 
-def layout_from_plan(axis_names: Sequence[str], ici: Sequence[int], dcn: Sequence[int]) -> MeshLayout:
+def layout_from_plan(
+    axis_names: Sequence[str], ici: Sequence[int], dcn: Sequence[int], per_slice_program: bool = True
+) -> MeshLayout:
     """A MeshLayout from per-axis ICI and DCN sizes (aotcheck's MeshPlan, or a report header).
 
     Arguments:
         axis_names: mesh axis names.
         ici: per-axis sizes inside a slice.
         dcn: per-axis sizes across slices.
+        per_slice_program: the compiled program is one slice's (libtpu: ids are within a
+            slice, DCN is send/recv); False for one program over all devices (the mock
+            backend), whose groups may cross slices.
     Returns:
         The layout, with slices laid out DCN-major along each axis as
         `mesh_utils.create_hybrid_device_mesh` (and aotcheck's mock mesh) does: coordinate
@@ -158,7 +163,7 @@ def layout_from_plan(axis_names: Sequence[str], ici: Sequence[int], dcn: Sequenc
     coords = np.array(np.unravel_index(np.arange(int(np.prod(shape))), shape))
     parts = coords // np.asarray(ici)[:, None]
     slices = np.ravel_multi_index(tuple(parts), tuple(dcn))
-    return MeshLayout(tuple(axis_names), shape, tuple(int(x) for x in slices), tuple(ici))
+    return MeshLayout(tuple(axis_names), shape, tuple(int(x) for x in slices), tuple(ici) if per_slice_program else ())
 
 
 def group_axes(group: Sequence[int], layout: MeshLayout, per_slice: bool = False) -> tuple[str, ...]:
@@ -201,7 +206,7 @@ def attribute(groups: Sequence[Sequence[int]], layout: MeshLayout) -> tuple[str,
     """
     if not groups:
         return "none", False
-    per_slice = bool(layout.per_slice_shape) and max(max(g) for g in groups) < int(np.prod(layout.per_slice_shape))
+    per_slice = bool(layout.per_slice_shape)
     label = axis_label(group_axes(groups[0], layout, per_slice))
     dcn = False if per_slice else any(crosses_slices(g, layout) for g in groups)
     return label, dcn

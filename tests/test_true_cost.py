@@ -71,7 +71,8 @@ def _cost(num_slices: int = 1, *overrides: str) -> tuple[CostSummary, float, flo
     built = build(Request(topology="v5p-8", num_slices=num_slices, overrides=overrides, cache=False))
     mesh = built.report.header["mesh"]
     names = mesh["axis_names"]
-    layout = layout_from_plan(names, [mesh["ici"][a] for a in names], [mesh["dcn"][a] for a in names])
+    layout = layout_from_plan(names, [mesh["ici"][a] for a in names], [mesh["dcn"][a] for a in names],
+                              per_slice_program=built.report.header["backend"] != "mock")
     start = time.perf_counter()
     summary = step_cost(built.executable.as_text(), layout)
     return summary, time.perf_counter() - start, built.report.timings["compile_seconds"]

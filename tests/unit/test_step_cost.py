@@ -212,3 +212,20 @@ def test_layout_from_plan_puts_slices_dcn_major() -> None:
     assert layout.slice_of == (0, 0, 0, 0, 1, 1, 1, 1)
     # A per-slice program's group {0..3} runs along fsdp inside one slice.
     assert attribute([[0, 1, 2, 3]], layout) == ("fsdp", False)
+
+
+def test_mock_layout_flags_groups_across_slices() -> None:
+    from aotcheck._replica_groups import layout_from_plan
+
+    layout = layout_from_plan(AXES, (1, 4), (2, 1), per_slice_program=False)
+    assert attribute([[0, 4], [1, 5], [2, 6], [3, 7]], layout) == ("data", True)
+
+
+def test_summary_json_is_plain() -> None:
+    import json
+
+    from aotcheck._cost import summary_json
+
+    summary = step_cost((DATA / "step_small.hlo").read_text(), MeshLayout(AXES, (2, 4)))
+    again = json.loads(json.dumps(summary_json(summary)))
+    assert again["collectives"]["send"]["dcn_bytes"] == 512 and again["loops"] == {"loop": 4}
