@@ -31,21 +31,13 @@ gradients are all-reduced in bf16 over fsdp, 2*(n-1)/n * 2 bytes * N.
 
 from __future__ import annotations
 
-import os
 import time
 
-for _key, _value in {
-    "TPU_SKIP_MDS_QUERY": "1", "JAX_PLATFORMS": "cpu", "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
-    "TPU_ACCELERATOR_TYPE": "v5p-8", "TPU_WORKER_HOSTNAMES": "localhost", "TPU_MIN_LOG_LEVEL": "3",
-    "TPU_LOG_DIR": "disabled",
-}.items():
-    os.environ.setdefault(_key, _value)
+import pytest
 
-import pytest  # noqa: E402
-
-from aotcheck._cost import CostSummary, step_cost  # noqa: E402
-from aotcheck._replica_groups import layout_from_plan  # noqa: E402
-from aotcheck.topology import libtpu_available  # noqa: E402
+from aotcheck._cost import CostSummary, step_cost
+from aotcheck._replica_groups import layout_from_plan
+from aotcheck._topology import libtpu_available
 
 pytestmark = pytest.mark.skipif(not libtpu_available(), reason="needs libtpu for TPU HLO")
 
@@ -66,13 +58,13 @@ def analytic_matmul_flops_per_device() -> float:
 
 
 def _cost(num_slices: int = 1, *overrides: str) -> tuple[CostSummary, float, float]:
-    from aotcheck.pipeline import Request, build
+    from aotcheck._pipeline import Request, build
 
     built = build(Request(topology="v5p-8", num_slices=num_slices, overrides=overrides, cache=False))
-    mesh = built.report.header["mesh"]
-    names = mesh["axis_names"]
-    layout = layout_from_plan(names, [mesh["ici"][a] for a in names], [mesh["dcn"][a] for a in names],
-                              per_slice_program=built.report.header["backend"] != "mock")
+    mesh = built.report.header.mesh
+    names = mesh.axis_names
+    layout = layout_from_plan(names, [mesh.ici[a] for a in names], [mesh.dcn[a] for a in names],
+                              per_slice_program=built.report.header.backend != "mock")
     start = time.perf_counter()
     summary = step_cost(built.executable.as_text(), layout)
     return summary, time.perf_counter() - start, built.report.timings["compile_seconds"]
