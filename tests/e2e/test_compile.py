@@ -164,3 +164,17 @@ def test_version_names_the_whole_stack() -> None:
     code, out, _ = run("--version")
     assert code == 0
     assert out.startswith("aotcheck ") and " jax " in out and " flax " in out and " optax " in out
+
+
+def test_the_published_report_schema_validates_a_fresh_report() -> None:
+    import jsonschema
+
+    from aotcheck._schemas import schema_of
+
+    code, out, _ = run("compile", "--topology", "v5p-8", "--pure-nnx", "--format", "json")
+    assert code == 0
+    validator = jsonschema.Draft202012Validator(schema_of("report"))
+    assert list(validator.iter_errors(json.loads(out))) == []
+    broken = json.loads(out)
+    broken["leaves"]["optimizer/step/value"]["bytes"] = -1
+    assert list(validator.iter_errors(broken))  # the schema is not vacuous
