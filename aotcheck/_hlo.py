@@ -134,8 +134,8 @@ def parse_shape(text: str) -> tuple[Array, ...]:
 _SPECIAL_RE = re.compile(r'[(){}\[\]"\\,]')
 
 
-def _balanced(text: str, start: int) -> int:
-    """Index just past the bracket group that opens at text[start]."""
+def _structure(text: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """(index, character, bracket depth after it) for each bracket or comma outside quotes."""
     depth, quote, skip = 0, False, -1
     for m in _SPECIAL_RE.finditer(text, start):
         i, c = m.start(), m.group()
@@ -150,10 +150,19 @@ def _balanced(text: str, start: int) -> int:
             quote = True
         elif c in "({[":
             depth += 1
+            yield i, c, depth
         elif c in ")}]":
             depth -= 1
-            if depth == 0:
-                return i + 1
+            yield i, c, depth
+        elif c == ",":
+            yield i, c, depth
+
+
+def _balanced(text: str, start: int) -> int:
+    """Index just past the bracket group that opens at text[start]."""
+    for i, c, depth in _structure(text, start):
+        if depth == 0 and c in ")}]":
+            return i + 1
     return len(text)
 
 
@@ -161,23 +170,9 @@ def split_top_level(text: str, sep: str = ",") -> Iterator[str]:
     """Split on commas outside brackets and quotes (attribute lists, operand lists)."""
     if sep != ",":
         raise ValueError("only ',' is supported")
-    depth, quote, start, skip = 0, False, 0, -1
-    for m in _SPECIAL_RE.finditer(text):
-        i, c = m.start(), m.group()
-        if i == skip:
-            continue
-        if quote:
-            if c == "\\":
-                skip = i + 1
-            elif c == '"':
-                quote = False
-        elif c == '"':
-            quote = True
-        elif c in "({[":
-            depth += 1
-        elif c in ")}]":
-            depth -= 1
-        elif c == "," and depth == 0:
+    start = 0
+    for i, c, depth in _structure(text):
+        if c == "," and depth == 0:
             yield text[start:i].strip()
             start = i + 1
     tail = text[start:].strip()
