@@ -40,9 +40,9 @@ DType = Literal["float32", "bfloat16", "float16"]
 RematPolicy = Literal["none", "full", "minimal"]
 
 
-# The configs are the repository's own files, edited in place by their owners: aotcheck is
-# installed editable (`pip install -e .`) and reads them from the checkout.
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# The configs are the repository's own files, edited in place by their owners: an editable
+# install (`pip install -e .`) reads them from the checkout, a wheel from its aotcheck/configs copy.
+CONFIG_DIR = next(d for d in (Path(__file__).resolve().parent / n for n in ("configs", "../configs")) if d.is_dir())
 
 
 class _Strict(pydantic.BaseModel):
