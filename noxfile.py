@@ -5,6 +5,9 @@ range, pinned in .ci/constraints-*.txt), `nox -s lint`, `nox -s slow` (big-model
 `nox -s bench`.
 """
 
+import os
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "tests"]
@@ -18,6 +21,13 @@ NEWEST = ".ci/constraints-newest.txt"
 # everything else (state, sharding, rules, diff, the gate on goldens it writes itself, the CLI)
 # must pass on every supported stack.
 GOLDEN_FIGURES = "not committed_goldens and not mixer_goldens and not readme_example"
+
+
+def interpreter(version: str) -> str:
+    """pyenv's build of `version` when there is one (its shims do not run a version it has not selected), else `version`."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    builds = sorted(root.glob(f"versions/{version}.*/bin/python{version}"), key=lambda p: [int(x) for x in p.parts[-3].split(".") if x.isdigit()])
+    return str(builds[-1]) if builds else version
 
 
 @nox.session(python="3.11")
@@ -34,7 +44,7 @@ def tests_oldest(session: nox.Session) -> None:
     session.run("pytest", "-q", *session.posargs)
 
 
-@nox.session(name="tests-newest", python="3.13")
+@nox.session(name="tests-newest", python=interpreter("3.13"))
 def tests_newest(session: nox.Session) -> None:
     """The newest tested jax, libtpu and flax: the suite less the tests that compare compiled figures with golden/."""
     session.install("-c", NEWEST, "-e", ".[test]")
