@@ -38,10 +38,15 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(name="tests-oldest", python="3.11")
 def tests_oldest(session: nox.Session) -> None:
-    """The lowest jax, libtpu, flax and optax aotcheck declares: the whole suite (the goldens' own stack)."""
+    """The lowest jax, libtpu, flax and optax aotcheck declares: the goldens' jax and libtpu, so their figures hold.
+
+    The goldens were written with flax 0.12.8 (the default stack on Python 3.11); the test that
+    wants the committed goldens to pass with no warning at all sees "written with other versions
+    (flax 0.12.8 -> 0.12.7)" here, a warning by design, so it is left out.
+    """
     session.install("-c", OLDEST, "-e", ".[test]")
     session.run("python", "-m", "pip", "freeze", "--all", silent=False)
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", *(session.posargs or ["-k", "not committed_goldens"]))
 
 
 @nox.session(name="tests-newest", python=interpreter("3.13"))
