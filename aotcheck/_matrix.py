@@ -222,5 +222,16 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard(units: Sequence[Unit], i: int, n: int) -> list[Unit]:
-    """Runner i of n takes every n-th unit in matrix order: deterministic, disjoint, and together complete."""
-    return [u for k, u in enumerate(units) if k % n == i - 1]
+    """Runner i of n's units: deterministic, disjoint, and together complete.
+
+    Cases are dealt whole, in matrix order, each to the runner with the fewest units so far (the
+    lowest-numbered on a tie), so both paths of a case land on one runner and `diff` between them
+    needs no second machine.
+    """
+    owner: dict[str, int] = {}
+    load = [0] * n
+    for u in units:
+        if u.case.name not in owner:
+            owner[u.case.name] = load.index(min(load))
+        load[owner[u.case.name]] += 1
+    return [u for u in units if owner[u.case.name] == i - 1]

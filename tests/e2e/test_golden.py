@@ -272,8 +272,12 @@ def test_shards_are_disjoint_complete_and_deterministic(tmp_path: Path) -> None:
     units = matrix.select(m)
     parts = [matrix.shard(units, i, 3) for i in (1, 2, 3)]
     assert sorted(u.name for part in parts for u in part) == sorted(u.name for u in units)
-    assert [len(p) for p in parts] == [4, 3, 3]
+    assert [len(p) for p in parts] == [4, 4, 2]
     assert parts == [matrix.shard(units, i, 3) for i in (1, 2, 3)]
+    # Both paths of a case land on one shard: shard 1/2 is not every Linen case, 2/2 every NNX case.
+    for part in matrix.shard(units, 1, 2), matrix.shard(units, 2, 2):
+        assert {u.path for u in part} == {"linen", "nnx"}
+        assert all({u.case.name for u in part if u.path == p} == {u.case.name for u in part} for p in ("linen", "nnx"))
     assert matrix.parse_shard("2/3") == (2, 3)
     for bad in ("0/3", "4/3", "1", "a/b"):
         with pytest.raises(UsageError, match="--shard"):
