@@ -17,6 +17,7 @@ import pydantic
 
 from aotcheck._errors import UsageError, close_matches
 from aotcheck._io import read_yaml
+from aotcheck._portable import is_portable, portable_path
 
 PathName = Literal["linen", "nnx"]
 DEFAULT_MATRIX = Path("configs/matrix.yml")
@@ -135,7 +136,11 @@ def parse(data: Any, source: Path) -> Matrix:
         raise _error(source, exc) from None
     cases: list[Case] = []
     for raw in fields.cases:
-        golden = raw.golden or default_name(raw.model, raw.topology, raw.num_slices)
+        # A model named package.module:attr must not put a `:` in a path (Windows, upload-artifact).
+        golden = raw.golden or portable_path(default_name(raw.model, raw.topology, raw.num_slices))
+        if not is_portable(golden):
+            raise UsageError(f"matrix {source}: golden '{golden}' is not a portable path (no : < > | ? * \" \\, "
+                             f"no trailing dot or space); use '{portable_path(golden)}'")
         cases.append(Case(
             name=raw.name or default_name(raw.model, raw.topology, raw.num_slices), model=raw.model,
             topology=raw.topology, num_slices=raw.num_slices, paths=raw.paths, overrides=_overrides(raw.overrides),
