@@ -108,6 +108,7 @@ def progress() -> Iterator[Callable[[str], None]]:
     if _verbosity["level"] > 0:
         start = time.perf_counter()
         yield lambda msg: typer.echo(f"[{time.perf_counter() - start:6.2f}s] {msg}", err=True)
+        typer.echo(f"[{time.perf_counter() - start:6.2f}s] done", err=True)
         return
     if not console.is_terminal or _verbosity["level"] < 0:
         yield lambda _msg: None

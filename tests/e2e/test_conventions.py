@@ -83,3 +83,12 @@ def test_quiet_check_prints_only_the_verdict_and_format_json_replaces_json(tmp_p
     assert nothing.exit_code == 2 and "no case matches 'tiny and not linen'" in nothing.stderr
     bad = runner.invoke(app, ["check", "--matrix", str(matrix)], env={**env, "AOTCHECK_BACKEND": "gpu"})
     assert bad.exit_code == 2
+
+
+def test_verbose_prints_each_stage_with_its_time_and_quiet_prints_none() -> None:
+    verbose = runner.invoke(app, ["-v", "compile", "--topology", "v5p-8", "--no-compile"])
+    assert verbose.exit_code == 0, verbose.stderr
+    stages = [line for line in verbose.stderr.splitlines() if re.match(r"^\[\s*\d+\.\d\ds\] \S", line)]
+    assert len(stages) >= 2 and stages[-1].endswith("] done")
+    quiet = runner.invoke(app, ["-q", "compile", "--topology", "v5p-8", "--no-compile"])
+    assert quiet.exit_code == 0 and quiet.stderr == "" and "tiny (linen) on v5p-8" in quiet.stdout
