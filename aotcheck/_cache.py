@@ -44,8 +44,15 @@ def key(lowered_text: str, target: str, backend: str) -> str:
     return h.hexdigest()
 
 
+def disabled() -> bool:
+    return os.environ.get("AOTCHECK_NO_CACHE", "").lower() not in ("", "0", "false")
+
+
 def get(k: str) -> Compile | None:
-    """The cached compile section, or None (a missing, unreadable or corrupt entry; corrupt ones are removed)."""
+    """The cached compile section, or None (a missing, unreadable or corrupt entry; corrupt ones are removed;
+    or `AOTCHECK_NO_CACHE` set, as `--no-cache` does for the gate's workers)."""
+    if disabled():
+        return None
     path = cache_dir() / f"{k}.json"
     try:
         return Compile.model_validate_json(path.read_bytes())

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import sys
+import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -18,10 +18,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from aotcheck import _cli_gate
+from aotcheck._cli_common import EXIT_CODES, BackendChoice, Format, NoCache, _console, _verbosity, _width
 from aotcheck._errors import EXIT_DOES_NOT_FIT, EXIT_USAGE, AotcheckError
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod.",
@@ -37,15 +39,14 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@app.callback(epilog=EXIT_CODES)
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print aotcheck's and its stack's versions.")] = False,
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print aotcheck's and its stack's versions.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the verdict.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Progress and timings on stderr.")] = False,
 ) -> None:
     """What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod."""
-
-
-def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    _verbosity["level"] = -1 if quiet else 1 if verbose else 0
 
 
 def one_line_errors(fn: F) -> F:
@@ -66,30 +67,15 @@ def one_line_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
-
-
-class BackendChoice(StrEnum):
-    auto = "auto"
-    libtpu = "libtpu"
-    mock = "mock"
-
-
 Topology = Annotated[str, typer.Option("--topology", "-t", help="TPU slice, e.g. v5p-128 or v5:4x4x4.")]
 NumSlices = Annotated[int, typer.Option("--num-slices", help="Slices joined over DCN.")]
 Model = Annotated[str | None, typer.Option("--model", "-m", help="Built-in model, installed model, or package.module:attr.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML file of config keys.")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: key=value (repeatable).")]
 NoCompile = Annotated[bool, typer.Option("--no-compile", help="Sharding report only: no lowering or compile.")]
-BackendOpt = Annotated[BackendChoice, typer.Option("--backend", help="libtpu (real TPU compile), mock (CPU devices), or auto.")]
+BackendOpt = Annotated[BackendChoice, typer.Option("--backend", envvar="AOTCHECK_BACKEND", help="libtpu (real TPU compile), mock (CPU devices), or auto.")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json or markdown.")]
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Write the output to this file instead of stdout.")]
-
-
-NoCache = Annotated[bool, typer.Option("--no-cache", help="Compile even if an identical program was compiled before.")]
 
 
 def request_from(
@@ -116,16 +102,22 @@ def emit(text: str, out: Path | None) -> None:
 
 @contextlib.contextmanager
 def progress() -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr naming the current stage; silent when stderr is not a terminal."""
+    """A spinner on stderr naming the current stage (silent when stderr is not a terminal or with -q);
+    with -v, one line per stage with the time since the start."""
     console = _console(stderr=True)
-    if not console.is_terminal:
+    if _verbosity["level"] > 0:
+        start = time.perf_counter()
+        yield lambda msg: typer.echo(f"[{time.perf_counter() - start:6.2f}s] {msg}", err=True)
+        typer.echo(f"[{time.perf_counter() - start:6.2f}s] done", err=True)
+        return
+    if not console.is_terminal or _verbosity["level"] < 0:
         yield lambda _msg: None
         return
     with console.status("starting") as status:
         yield lambda msg: status.update(f"{msg} ...")
 
 
-@app.command("compile")
+@app.command("compile", epilog=EXIT_CODES)
 @one_line_errors
 def compile_(
     topology: Topology = "v5p-128",
@@ -148,7 +140,7 @@ def compile_(
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx, no_cache)
     with progress() as say:
         built = build(request, say)
-    for warning in built.warnings:
+    for warning in built.warnings if _verbosity["level"] >= 0 else ():
         typer.echo(f"warning: {warning}", err=True)
     report = built.report
     if fmt is Format.json:
@@ -156,17 +148,18 @@ def compile_(
     elif fmt is Format.markdown:
         emit(render.markdown(report, all_leaves=leaves), out)
     else:
-        console = _console() if out is None else Console(record=True, width=160, file=io.StringIO())
-        console.print(render.summary(report, largest=0 if leaves else 8))
+        width = _width() if out is None else None
+        console = _console() if out is None else Console(record=True, width=100_000, file=io.StringIO())
+        console.print(render.summary(report, largest=0 if leaves else 8, width=width))
         if leaves:
-            console.print(render.leaf_table(report, title="all leaves"))
+            console.print(render.leaf_table(report, title="all leaves", width=width))
         if out is not None:
             emit(console.export_text(), out)
     if report.compile is not None and not report.compile.fits:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
 
 
-@app.command("topologies")
+@app.command("topologies", epilog=EXIT_CODES)
 @one_line_errors
 def topologies(name: Annotated[str | None, typer.Argument(help="Show one slice.")] = None) -> None:
     """List the TPU slices aotcheck knows (name, chips, devices, libtpu topology, HBM per chip)."""
@@ -183,7 +176,7 @@ def topologies(name: Annotated[str | None, typer.Argument(help="Show one slice."
     _console().print(table)
 
 
-@app.command("models")
+@app.command("models", epilog=EXIT_CODES)
 @one_line_errors
 def models() -> None:
     """List built-in and installed models, with where each comes from."""
@@ -207,102 +200,8 @@ def models() -> None:
 golden_app = typer.Typer(no_args_is_help=True, help="Golden files: the reviewed record of each case's sharding.")
 app.add_typer(golden_app, name="golden")
 
-CaseOpt = Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable; slow cases too).")]
-FilterOpt = Annotated[str | None, typer.Option("--filter", "-k", help="Only cases whose name matches (substring or glob).")]
-SlowOpt = Annotated[bool, typer.Option("--slow", "--all", help="Include the slow cases (big-model compiles).")]
-MatrixOpt = Annotated[Path | None, typer.Option("--matrix", help="Matrix file (default configs/matrix.yml, else \\[tool.aotcheck] in pyproject.toml).")]
-GoldenOpt = Annotated[Path | None, typer.Option("--golden", help="Golden directory (default: the matrix's golden_dir).")]
-ShardOpt = Annotated[str | None, typer.Option("--shard", help="Run part i of n of the selected cases (i/n, 1-based), for CI runners.")]
-JobsOpt = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Build cases in N parallel processes.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Update goldens even when CI is set.")]
-CheckBackendOpt = Annotated[BackendChoice, typer.Option("--backend", help="libtpu, mock or auto; compile figures are compared only with the golden's backend.")]
-
-
-def _gate(
-    *, update: bool, force: bool, case: list[str] | None, filter_: str | None, slow: bool, matrix_file: Path | None,
-    golden_dir: Path | None, shard: str | None, jobs: int, backend: BackendChoice, memory_tolerance: float | None = None,
-    junit: Path | None = None, markdown: Path | None = None, as_json: bool = False,
-) -> None:
-    import os
-
-    from aotcheck import _gate as gate
-    from aotcheck import _matrix as matrix_mod
-    from aotcheck import render
-    from aotcheck._io import atomic_write
-
-    if update:
-        gate.refuse_update_in_ci(force)
-    matrix = matrix_mod.load(matrix_file)
-    units = matrix_mod.select(matrix, case or (), filter_, slow)
-    if shard is not None:
-        units = matrix_mod.shard(units, *matrix_mod.parse_shard(shard))
-    command = "aotcheck golden update" + (f" --matrix {matrix_file}" if matrix_file else "") + (
-        f" --golden {golden_dir}" if golden_dir else "")
-
-    def said(o: Any) -> None:
-        typer.echo(f"{o.status:>9}  {o.name}  ({o.seconds:.1f}s)", err=True)
-
-    result = gate.run(matrix, units, golden_root=golden_dir, update=update, backend=backend.value, jobs=jobs,
-                      memory_tolerance=memory_tolerance, update_command=command, on_outcome=said)
-    md = render.gate_markdown(result)
-    if as_json:
-        typer.echo(result.to_json(), nl=False)
-    else:
-        console = _console()
-        console.print(render.gate_table(result))
-        for line in render.gate_details(result):
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
-    if junit is not None:
-        atomic_write(junit, render.gate_junit(result))
-    if markdown is not None:
-        atomic_write(markdown, md)
-    if os.environ.get("GITHUB_STEP_SUMMARY"):
-        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as summary:
-            summary.write(md)
-    raise typer.Exit(result.exit_code)
-
-
-@app.command("check")
-@one_line_errors
-def check(
-    case: CaseOpt = None,
-    filter_: FilterOpt = None,
-    slow: SlowOpt = False,
-    matrix_file: MatrixOpt = None,
-    golden_dir: GoldenOpt = None,
-    shard: ShardOpt = None,
-    jobs: JobsOpt = 1,
-    memory_tolerance: Annotated[float | None, typer.Option("--memory-tolerance", min=0, help="Relative change of memory per chip that counts (default: the matrix's, else 0.01).")] = None,
-    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per case and path.")] = None,
-    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown summary to this file.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of the table.")] = False,
-    update: Annotated[bool, typer.Option("--update", help="Write new goldens for the selected cases instead of checking.")] = False,
-    force: ForceOpt = False,
-    backend: CheckBackendOpt = BackendChoice.auto,
-) -> None:
-    """Compare each case of the matrix with its golden files; exit 0 clean, 1 changed, 2 usage error, 3 build failed."""
-    _gate(update=update, force=force, case=case, filter_=filter_, slow=slow, matrix_file=matrix_file,
-          golden_dir=golden_dir, shard=shard, jobs=jobs, backend=backend, memory_tolerance=memory_tolerance,
-          junit=junit, markdown=markdown, as_json=as_json)
-
-
-@golden_app.command("update")
-@one_line_errors
-def golden_update(
-    case: CaseOpt = None,
-    filter_: FilterOpt = None,
-    slow: SlowOpt = False,
-    matrix_file: MatrixOpt = None,
-    golden_dir: GoldenOpt = None,
-    shard: ShardOpt = None,
-    jobs: JobsOpt = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of the table.")] = False,
-    force: ForceOpt = False,
-    backend: CheckBackendOpt = BackendChoice.auto,
-) -> None:
-    """Write the golden files of the selected cases (atomically) and print what changed; refused in CI without --force."""
-    _gate(update=True, force=force, case=case, filter_=filter_, slow=slow, matrix_file=matrix_file,
-          golden_dir=golden_dir, shard=shard, jobs=jobs, backend=backend, as_json=as_json)
+app.command("check", epilog=EXIT_CODES)(one_line_errors(_cli_gate.check))
+golden_app.command("update", epilog=EXIT_CODES)(one_line_errors(_cli_gate.golden_update))
 
 
 # ---- aotcheck diff: two states (linen, nnx, saved reports, goldens, MaxText goldens) leaf by leaf ----
@@ -314,7 +213,7 @@ DiffSide = Annotated[str, typer.Argument(
 )]
 
 
-@app.command("diff")
+@app.command("diff", epilog=EXIT_CODES)
 @one_line_errors
 def diff_(
     a: DiffSide,
@@ -372,7 +271,7 @@ class SchemaName(StrEnum):
     matrix = "matrix"
 
 
-@app.command("schema")
+@app.command("schema", epilog=EXIT_CODES)
 @one_line_errors
 def schema(name: Annotated[SchemaName, typer.Argument(help="report, golden or matrix.")]) -> None:
     """Print the JSON Schema of a report, of a golden file, or of the matrix."""

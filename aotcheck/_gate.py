@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aotcheck import _golden
+from aotcheck import _golden, _policy
 from aotcheck._compare import Category, Finding, compare
 from aotcheck._errors import EXIT_BUILD, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, AotcheckError, UsageError
 from aotcheck._matrix import Case, Matrix, Unit
@@ -51,6 +51,9 @@ class Outcome:
     hint: str | None = None
     written: tuple[str, ...] = ()  # golden files an update replaced
     seconds: float = 0.0
+    compiler: tuple[Finding, ...] = ()  # changed compile figures a compiler change explains (aotcheck._policy)
+    compiler_change: str = ""  # e.g. "libtpu 0.0.46 -> 0.0.50"
+    compiler_policy: str = _policy.DEFAULT_POLICY
 
     @property
     def name(self) -> str:
@@ -67,6 +70,9 @@ class Outcome:
             "error": self.error,
             "hint": self.hint,
             "written": list(self.written),
+            "compiler": None if not self.compiler else {
+                "change": self.compiler_change, "policy": self.compiler_policy,
+                "findings": [f.to_json() for f in self.compiler]},
         }
 
 
@@ -141,17 +147,26 @@ def run(
     memory_tolerance: float | None = None,
     update_command: str = "aotcheck golden update",
     on_outcome: Callable[[Outcome], None] | None = None,
+    compiler_changes: str | None = None,
+    force: bool = False,
 ) -> Result:
-    """Check (or, with `update`, rewrite) the goldens of `units`."""
+    """Check (or, with `update`, rewrite) the goldens of `units`.
+
+    A tolerance or compiler policy given here wins over the case's, which wins over the matrix's;
+    `force` lets a mock update replace libtpu compile figures.
+    """
     root = golden_root or matrix.golden_dir
-    tolerance = matrix.memory_tolerance if memory_tolerance is None else memory_tolerance
     outcomes = []
     for unit, built in zip(units, _builds(units, backend, jobs), strict=True):
         directory = unit.golden_dir(root)
+        tolerance = next(t for t in (memory_tolerance, unit.case.memory_tolerance, matrix.memory_tolerance)
+                         if t is not None)
         if update:
-            outcome = _update(unit, built, directory, tolerance, matrix.large_leaf_bytes)
+            outcome = _update(unit, built, directory, tolerance, matrix.large_leaf_bytes, backend, force)
         else:
-            outcome = _check(unit, built, directory, tolerance, matrix.large_leaf_bytes, update_command)
+            policy = compiler_changes or unit.case.compiler_changes or matrix.compiler_changes
+            outcome = _check(unit, built, directory, tolerance, matrix.large_leaf_bytes, update_command,
+                             backend, policy)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
@@ -165,13 +180,12 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _comparable(old: Report, new: Report) -> tuple[Report, Report, list[str]]:
+def _comparable(old: Report, new: Report, requested: str = "auto") -> tuple[Report, Report, list[str]]:
     """The two sides with the compile sections dropped where comparing them would mislead."""
     if new.compile is None:  # a sharding-only case: compile.json, if any, belongs to a slow case
         return old.model_copy(update={"compile": None}), new, []
     if old.compile is not None and old.header.backend != new.header.backend:
-        note = (f"golden compiled with {old.header.backend}, this run with {new.header.backend}: "
-                "compile figures not compared")
+        note = _policy.backend_note(str(old.header.backend), str(new.header.backend), requested)
         return old.model_copy(update={"compile": None}), new.model_copy(update={"compile": None}), [note]
     return old, new, []
 
@@ -200,7 +214,7 @@ def _compile_failed(old: Report | None, built: Built) -> tuple[Finding, ...]:
 
 
 def _check(unit: Unit, built: Built, directory: Path, tolerance: float, large_leaf_bytes: int,
-           update_command: str) -> Outcome:
+           update_command: str, requested: str = "auto", policy: str = _policy.DEFAULT_POLICY) -> Outcome:
     base = Outcome(case=unit.case.name, path=unit.path, golden_dir=_display(directory), status="ok",
                    seconds=built.seconds)
     create = f"{update_command} --case '{unit.case.name}'"
@@ -220,14 +234,25 @@ def _check(unit: Unit, built: Built, directory: Path, tolerance: float, large_le
     if new.compile is not None and old.compile is None:
         return dataclasses.replace(base, status="missing", warnings=tuple(warnings),
                                    hint=f"no compile.json (the golden is sharding-only); create it with: {create}")
-    old, new, notes = _comparable(old, new)
-    findings = tuple(_compare(old, new, tolerance, large_leaf_bytes))
-    failed = any(not f.explained for f in findings)  # explained findings are expected and harmless
-    return dataclasses.replace(base, status="changed" if failed else "ok", findings=findings,
-                               warnings=tuple(warnings + notes))
+    old, new, notes = _comparable(old, new, requested)
+    change = ""
+    if old.compile is not None and new.compile is not None:
+        change = _policy.compiler_change(_golden.read_file(directory / _golden.COMPILE).versions, new.header.versions)
+    split = _policy.split(_compare(old, new, tolerance, large_leaf_bytes), change)
+    # Explained findings are expected and harmless; a compiler's figures fail only under policy `fail`.
+    failed = any(not f.explained for f in split.regressions) or (bool(split.compiler) and policy == "fail")
+    if split.compiler:  # the compiler note replaces compile.json's "other versions, not a failure" warning
+        warnings = [w for w in warnings if not w.startswith(f"{_golden.COMPILE} was written with other versions")]
+        n = len(split.compiler)
+        notes.append(f"{split.label}: {n} compile figure{'s' * (n != 1)} moved, policy {policy}"
+                     f"{'' if policy == 'fail' else ' (not a failure)'}; accept the new figures with: {create}")
+    return dataclasses.replace(base, status="changed" if failed else "ok", findings=split.regressions,
+                               warnings=tuple(warnings + notes), compiler=split.compiler,
+                               compiler_change=split.change, compiler_policy=policy)
 
 
-def _update(unit: Unit, built: Built, directory: Path, tolerance: float, large_leaf_bytes: int) -> Outcome:
+def _update(unit: Unit, built: Built, directory: Path, tolerance: float, large_leaf_bytes: int,
+            requested: str = "auto", force: bool = False) -> Outcome:
     base = Outcome(case=unit.case.name, path=unit.path, golden_dir=_display(directory), status="unchanged",
                    seconds=built.seconds)
     if built.report is None:
@@ -238,12 +263,19 @@ def _update(unit: Unit, built: Built, directory: Path, tolerance: float, large_l
     existed = _golden.exists(directory)
     if existed:
         try:
-            old, cmp_new, warnings = _comparable(_golden.read_golden(directory), new)
+            old, cmp_new, warnings = _comparable(_golden.read_golden(directory), new, requested)
             findings = tuple(_compare(old, cmp_new, tolerance, large_leaf_bytes))
         except UsageError as exc:  # a corrupt golden is simply replaced
             warnings = [f"replaced unreadable golden ({exc})"]
+    kept = new.compile is not None and _golden.has_compile(directory) and _policy.keeps_compile(
+        _golden.read_file(directory / _golden.COMPILE).backend, str(new.header.backend), force)
+    if kept:
+        new = new.model_copy(update={"compile": None})
+        warnings = [w for w in warnings if "compile figures not compared" not in w] + [
+            f"kept the libtpu {_golden.COMPILE}: this run is mock "
+            f"({_policy.mock_reason(requested)}); --force replaces it"]
     changed = _golden.write_golden(directory, new)
-    if new.compile is None and _golden.has_compile(directory) and changed:
+    if new.compile is None and not kept and _golden.has_compile(directory) and changed:
         warnings.append("compile.json (owned by a case that compiles) was left as it is; update that case too")
     status = "created" if not existed else "updated" if changed else "unchanged"
     return dataclasses.replace(base, status=status, findings=findings, warnings=tuple(warnings), written=tuple(changed))

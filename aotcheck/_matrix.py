@@ -7,9 +7,7 @@ that declares them, so the check gives the same answer from any working director
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import pydantic
 
 from aotcheck._errors import UsageError, close_matches
 from aotcheck._io import read_yaml
+from aotcheck._portable import is_portable, portable_path
 
 PathName = Literal["linen", "nnx"]
 DEFAULT_MATRIX = Path("configs/matrix.yml")
@@ -39,6 +38,8 @@ class CaseFile(pydantic.BaseModel):
     compile: bool = True
     slow: bool = False
     golden: str | None = None  # golden subdirectory; default <model>/<topology>[-x<slices>]
+    memory_tolerance: float | None = pydantic.Field(None, ge=0)  # default: the matrix's
+    compiler_changes: Literal["fail", "warn"] | None = None  # default: the matrix's
 
     @pydantic.field_validator("paths")
     @classmethod
@@ -56,6 +57,7 @@ class MatrixFile(pydantic.BaseModel):
     golden_dir: str = "golden"
     memory_tolerance: float = pydantic.Field(DEFAULT_TOLERANCE, ge=0)
     large_leaf_bytes: int = pydantic.Field(1 << 20, ge=0)
+    compiler_changes: Literal["fail", "warn"] = "fail"  # see aotcheck._policy
     cases: tuple[CaseFile, ...] = pydantic.Field(min_length=1)
 
 
@@ -72,6 +74,8 @@ class Case:
     compile: bool
     slow: bool
     golden: str
+    memory_tolerance: float | None = None
+    compiler_changes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class Matrix:
     memory_tolerance: float
     large_leaf_bytes: int
     cases: tuple[Case, ...]
+    compiler_changes: str = "fail"
 
     def units(self, cases: Iterable[Case] | None = None) -> list[Unit]:
         return [Unit(c, p) for c in (self.cases if cases is None else cases) for p in c.paths]
@@ -131,16 +136,22 @@ def parse(data: Any, source: Path) -> Matrix:
         raise _error(source, exc) from None
     cases: list[Case] = []
     for raw in fields.cases:
-        golden = raw.golden or default_name(raw.model, raw.topology, raw.num_slices)
+        # A model named package.module:attr must not put a `:` in a path (Windows, upload-artifact).
+        golden = raw.golden or portable_path(default_name(raw.model, raw.topology, raw.num_slices))
+        if not is_portable(golden):
+            raise UsageError(f"matrix {source}: golden '{golden}' is not a portable path (no : < > | ? * \" \\, "
+                             f"no trailing dot or space); use '{portable_path(golden)}'")
         cases.append(Case(
             name=raw.name or default_name(raw.model, raw.topology, raw.num_slices), model=raw.model,
             topology=raw.topology, num_slices=raw.num_slices, paths=raw.paths, overrides=_overrides(raw.overrides),
-            compile=raw.compile, slow=raw.slow, golden=golden.strip("/"),
+            compile=raw.compile, slow=raw.slow, golden=golden.strip("/"), memory_tolerance=raw.memory_tolerance,
+            compiler_changes=raw.compiler_changes,
         ))
     _check_unique(cases, source)
     return Matrix(
         source=source, golden_dir=(source.parent / fields.golden_dir).resolve(),
         memory_tolerance=fields.memory_tolerance, large_leaf_bytes=fields.large_leaf_bytes, cases=tuple(cases),
+        compiler_changes=fields.compiler_changes,
     )
 
 
@@ -165,34 +176,32 @@ def _check_unique(cases: Sequence[Case], source: Path) -> None:
 
 
 def load(path: Path | None = None) -> Matrix:
-    """The matrix from `path`, else `configs/matrix.yml`, else `[tool.aotcheck]` in `pyproject.toml`."""
+    """The matrix from `path`, else where `[tool.aotcheck]` of the nearest pyproject.toml (or the nearest
+    `configs/matrix.yml`) says; see `aotcheck._settings`."""
+    from aotcheck import _settings
+
+    settings = _settings.find()
+    found = path is None
     if path is None:
-        if DEFAULT_MATRIX.is_file():
-            path = DEFAULT_MATRIX
-        elif Path("pyproject.toml").is_file() and "aotcheck" in _toml(Path("pyproject.toml")).get("tool", {}):
-            path = Path("pyproject.toml")
-        else:
+        path = _settings.matrix_path(settings)
+        if path is None:
             raise UsageError(f"no matrix: create {DEFAULT_MATRIX} or [tool.aotcheck] in pyproject.toml, or pass --matrix")
     if not path.is_file():
         raise UsageError(f"matrix {path} does not exist")
     if path.suffix == ".toml":
-        table = _toml(path).get("tool", {}).get("aotcheck")
+        table = _settings.read_toml(path).get("tool", {}).get("aotcheck")
         if table is None:
             raise UsageError(f"matrix {path}: no [tool.aotcheck] table")
-        return parse(table, path.resolve())
-    return parse(read_yaml(path, "matrix"), path.resolve())
-
-
-def _toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML: {exc}") from None
+        return parse({k: v for k, v in table.items() if k not in _settings.RUN_KEYS}, path.resolve())
+    data = read_yaml(path, "matrix")
+    if found and isinstance(data, dict):  # the project's [tool.aotcheck] refines its own matrix file
+        data = {**data, **settings.matrix_keys}
+    return parse(data, path.resolve())
 
 
 def select(matrix: Matrix, names: Sequence[str] = (), pattern: str | None = None, slow: bool = False) -> list[Unit]:
     """Units of the cases named exactly (`--case`, slow or not), else of every case (slow ones only if
-    asked), narrowed to those whose `case/path` name matches `pattern` (a substring or a glob)."""
+    asked), narrowed to those whose `case/path` name matches `pattern` (a pytest-style `-k` expression)."""
     if names:
         known = {c.name: c for c in matrix.cases}
         for name in names:
@@ -203,8 +212,10 @@ def select(matrix: Matrix, names: Sequence[str] = (), pattern: str | None = None
         chosen = [c for c in matrix.cases if slow or not c.slow]
     units = matrix.units(chosen)
     if pattern:
-        glob = pattern if any(ch in pattern for ch in "*?[") else f"*{pattern}*"
-        units = [u for u in units if fnmatch.fnmatchcase(u.name, glob) or fnmatch.fnmatchcase(u.case.name, glob)]
+        from aotcheck._select import compile_expression
+
+        matches = compile_expression(pattern)
+        units = [u for u in units if matches((u.name, u.case.name))]
         if not units:
             raise UsageError(f"no case matches '{pattern}' in {matrix.source}")
     return units

@@ -23,6 +23,9 @@ os.environ["AOTCHECK_CACHE_DIR"] = tempfile.mkdtemp(prefix="aotcheck-test-cache-
 
 jax.config.update("jax_num_cpu_devices", 64)
 
+# Output fits COLUMNS when it is set; the suite checks the plain, full-width output unless a test sets it.
+os.environ.pop("COLUMNS", None)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -1,7 +1,7 @@
 """Every output format of aotcheck, one formatter per record: reports, findings (diff), and the gate's result."""
 
 from aotcheck.render._findings import diff_json, diff_markdown, diff_text, finding_line
-from aotcheck.render._gate import change_summary, gate_details, gate_junit, gate_markdown, gate_table
+from aotcheck.render._gate import change_summary, gate_details, gate_junit, gate_markdown, gate_table, gate_verdict
 from aotcheck.render._report import leaf_table, markdown, summary
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "gate_junit",
     "gate_markdown",
     "gate_table",
+    "gate_verdict",
     "leaf_table",
     "markdown",
     "summary",

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from typing import Any
 
+from aotcheck._compare import Finding
 from aotcheck._errors import EXIT_BUILD, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE
 from aotcheck._gate import FAILING, Outcome, Result
 from aotcheck.render._common import md
@@ -19,6 +20,8 @@ def change_summary(outcome: Outcome) -> str:
     if outcome.hint:
         return outcome.hint
     counts = Counter(str(f.category) + (" (explained)" if f.explained else "") for f in outcome.findings)
+    if outcome.compiler:
+        counts[f"compiler changed ({outcome.compiler_change})"] = len(outcome.compiler)
     if counts:
         return ", ".join(f"{n} {cat}" for cat, n in counts.items())
     # An update that changed no finding may still rewrite files (new versions, a batch shape).
@@ -29,13 +32,19 @@ def gate_details(result: Result) -> list[str]:
     """The precise account after the table: each change, leaf by leaf."""
     lines = []
     for o in result.outcomes:
-        if not o.findings and not o.warnings:
+        if not o.findings and not o.warnings and not o.compiler:
             continue
         lines.append(f"{o.name} ({o.golden_dir}):")
         lines += [f"  {finding_line(f)}" for f in o.findings]
+        lines += [f"  {compiler_line(o, f)}" for f in o.compiler]
         lines += [f"  warning: {w}" for w in o.warnings]
     lines += [f"warning: {u}" for u in result.unused]
     return lines
+
+
+def compiler_line(outcome: Outcome, f: Finding) -> str:
+    """A compile figure a compiler change moved: `compiler changed (libtpu X -> Y): <finding>`."""
+    return f"compiler changed ({outcome.compiler_change}): {finding_line(f)}"
 
 
 def gate_table(result: Result) -> Any:
@@ -53,21 +62,36 @@ def gate_table(result: Result) -> Any:
     return t
 
 
-def gate_markdown(result: Result) -> str:
-    counts = Counter(o.status for o in result.outcomes)
+def _verdict(result: Result) -> str:
     verdict = {EXIT_OK: "passed", EXIT_REGRESSION: "sharding changed", EXIT_USAGE: "configuration error",
                EXIT_BUILD: "a case could not be built"}[result.exit_code]
-    lines = [f"## aotcheck {'golden update' if result.update else 'check'}: {verdict}", "",
+    failed = [o for o in result.outcomes if o.status in FAILING]
+    if failed and all(o.compiler and all(f.explained for f in o.findings) for o in failed):
+        verdict = f"compiler changed ({failed[0].compiler_change})"
+    return verdict
+
+
+def gate_verdict(result: Result) -> str:
+    """One line: `aotcheck check: passed (2 ok)`; what `-q` prints."""
+    counts = Counter(o.status for o in result.outcomes)
+    return (f"aotcheck {'golden update' if result.update else 'check'}: {_verdict(result)} "
+            f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))})")
+
+
+def gate_markdown(result: Result) -> str:
+    counts = Counter(o.status for o in result.outcomes)
+    lines = [f"## aotcheck {'golden update' if result.update else 'check'}: {_verdict(result)}", "",
              ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), "",
              "| case | path | status | what changed |", "|---|---|---|---|"]
     for o in result.outcomes:
         lines.append(f"| `{o.case}` | {o.path} | {o.status} | {md(change_summary(o))} |")
     for o in result.outcomes:
-        if o.findings:
+        if o.findings or o.compiler:
             lines += ["", f"### `{o.name}`", "", "| category | leaf | before | after | note |", "|---|---|---|---|---|"]
-            for f in o.findings:
+            for f, label in [(f, str(f.category)) for f in o.findings] + [
+                    (f, f"compiler changed ({o.compiler_change}): {f.category}") for f in o.compiler]:
                 note = md(f.note) + (" (explained: not a failure)" if f.explained else "")
-                lines.append(f"| {f.category} | `{md(where(f))}` | `{md(value_text(f.category, f.before))}` | "
+                lines.append(f"| {md(label)} | `{md(where(f))}` | `{md(value_text(f.category, f.before))}` | "
                              f"`{md(value_text(f.category, f.after))}` | {note} |")
     warnings = [f"`{o.name}`: {w}" for o in result.outcomes for w in o.warnings] + list(result.unused)
     if warnings:
@@ -88,7 +112,8 @@ def gate_junit(result: Result) -> str:
     for o in result.outcomes:
         case = ET.SubElement(suite, "testcase", {"classname": "aotcheck.check", "name": o.name, "time": f"{o.seconds:.3f}"})
         if o.status in FAILING:
-            body = [finding_line(f) for f in o.findings] or [o.hint or o.status]
+            body = [finding_line(f) for f in o.findings] + [compiler_line(o, f) for f in o.compiler] or [
+                o.hint or o.status]
             failure = ET.SubElement(case, "failure", {"message": f"{o.name}: {change_summary(o)}"})
             failure.text = "\n".join(body)
         elif o.status == "error":

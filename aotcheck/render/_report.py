@@ -12,6 +12,7 @@ from aotcheck._report import Leaf, Report
 from aotcheck._text import axes_text, collectives_text, human_bytes, spec_text
 from aotcheck._topology import MOCK_LABEL
 from aotcheck.render._common import fit_text, md
+from aotcheck.render._fit import fitted_table
 
 _BAR = 40
 
@@ -49,7 +50,7 @@ def _largest(report: Report, limit: int) -> list[tuple[str, Leaf]]:
     return sorted(report.items(), key=lambda item: (-item[1].bytes_per_device, item[0]))[:limit]
 
 
-def summary(report: Report, largest: int = 8) -> Group:
+def summary(report: Report, largest: int = 8, width: int | None = None) -> Group:
     """The terminal summary: target, mesh, state, memory, cost, collectives, timings, largest leaves."""
     t = report.totals
     parts: list[Any] = [Text(title(report), style="bold"), Text(_mesh_line(report))]
@@ -79,22 +80,20 @@ def summary(report: Report, largest: int = 8) -> Group:
         cached = " (compile served from aotcheck's cache)" if report.timings.get("compile_cache_hit") else ""
         parts.append(Text(f"time: {times}{cached}", style="dim"))
     if largest:
-        parts.append(leaf_table(report, limit=largest, title=f"largest {largest} leaves per device"))
+        parts.append(leaf_table(report, limit=largest, title=f"largest {largest} leaves per device", width=width))
     return Group(*parts)
 
 
-def leaf_table(report: Report, limit: int | None = None, title: str | None = None) -> Table:
-    """Leaves with shape, dtype, logical axes, spec and bytes per device (the largest `limit`, or all)."""
-    table = Table(title=title, title_justify="left", show_lines=False)
+def leaf_table(report: Report, limit: int | None = None, title: str | None = None, width: int | None = None) -> Table:
+    """Leaves with shape, dtype, logical axes, spec and bytes per device (the largest `limit`, or all).
+
+    `width` fits the table to a terminal (paths shortened in the middle); None keeps full paths.
+    """
     leaves = list(report.items()) if limit is None else _largest(report, limit)
-    # Paths are what a reader searches for: keep each on one line, let other columns wrap.
-    table.add_column("path", no_wrap=True, min_width=min(90, max((len(p) for p, _ in leaves), default=4)))
-    for col in ("shape", "dtype", "logical axes", "spec", "per device", "bytes/device"):
-        table.add_column(col, overflow="fold")
-    for path, leaf in leaves:
-        table.add_row(path, str(list(leaf.shape)), leaf.dtype, axes_text(leaf.logical_axes),
-                      spec_text(leaf.partition_spec), str(list(leaf.shard_shape)), human_bytes(leaf.bytes_per_device))
-    return table
+    rows = [(path, str(list(leaf.shape)), leaf.dtype, axes_text(leaf.logical_axes), spec_text(leaf.partition_spec),
+             str(list(leaf.shard_shape)), human_bytes(leaf.bytes_per_device)) for path, leaf in leaves]
+    headers = ("path", "shape", "dtype", "logical axes", "spec", "per device", "bytes/device")
+    return fitted_table(title, headers, rows, width, optional=("logical axes", "per device"))
 
 
 def markdown(report: Report, all_leaves: bool = False) -> str:

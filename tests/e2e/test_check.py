@@ -286,7 +286,8 @@ def test_warnings_unused_goldens_versions_and_backend_never_fail(guarded: Path) 
     if libtpu_available():
         mock = check(guarded, "--backend", "mock")
         assert mock[0] == 0
-        assert "golden compiled with libtpu, this run with mock: compile figures not compared" in mock[1]["outcomes"][0]["warnings"]
+        assert ("compile figures not compared: golden from libtpu; this run is mock: --backend mock was asked"
+                in mock[1]["outcomes"][0]["warnings"])
 
 
 def test_a_sharding_only_case_and_its_slow_compile_share_one_golden_directory(tmp_path: Path) -> None:
