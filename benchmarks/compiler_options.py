@@ -26,13 +26,17 @@ import sys
 import time
 from typing import Any
 
-from aotcheck import _env
+import aotcheck
 
-_env.configure()
+aotcheck.setup_libtpu_env()
 
-from aotcheck import mesh as mesh_mod  # noqa: E402
-from aotcheck import pipeline, state, step  # noqa: E402
-from aotcheck.topology import get_topology, make_target  # noqa: E402
+from aotcheck import _mesh as mesh_mod  # noqa: E402
+from aotcheck import _pipeline as pipeline  # noqa: E402
+from aotcheck import _program as step  # noqa: E402
+from aotcheck import _sharding as sharding  # noqa: E402
+from aotcheck import _state as state  # noqa: E402
+from aotcheck._analysis import collectives  # noqa: E402
+from aotcheck._topology import get_topology, make_target  # noqa: E402
 
 MODELS: dict[str, pipeline.Request] = {
     "tiny": pipeline.Request(topology="v5p-128"),
@@ -69,8 +73,9 @@ def lowered_for(request: pipeline.Request) -> Any:
     mesh = mesh_mod.build_mesh(plan, target, cfg.core.allow_split_physical_axes)
     batch = state.abstract_batch(cfg, entry.spec, state.global_batch_size(cfg, len(target.devices)))
     abstract = state.abstract_state(cfg, entry.spec, path, batch)
-    specs = tuple(step.leaf_spec(leaf, cfg, plan.shape, leaf.path) for leaf in abstract.leaves)
-    batch_specs = {k: step.leaf_spec(f, cfg, plan.shape, k) for k, f in batch.items()}
+    specs = tuple(sharding.leaf_spec(leaf.shape, leaf.logical_axes, cfg.rules, plan.shape, leaf.path)
+                  for leaf in abstract.leaves)
+    batch_specs = {k: sharding.leaf_spec(f.shape, f.logical_axes, cfg.rules, plan.shape, k) for k, f in batch.items()}
     return step.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh).lowered
 
 
@@ -90,7 +95,7 @@ def figures(executable: Any) -> dict[str, Any]:
         "bytes_accessed": cost.get("bytes accessed"),
         "transcendentals": cost.get("transcendentals"),
     }
-    out.update(step.collectives(text))
+    out.update(collectives(text))
     out["hlo_sha"] = hashlib.sha256(text.encode()).hexdigest()[:12]
     return out
 

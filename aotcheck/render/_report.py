@@ -12,7 +12,7 @@ from aotcheck._report import Leaf, Report
 from aotcheck._text import axes_text, collectives_text, human_bytes, spec_text
 from aotcheck._topology import MOCK_LABEL
 from aotcheck.render._common import fit_text, md
-from aotcheck.render._fit import fitted_table
+from aotcheck.render._width import fitted_table
 
 _BAR = 40
 

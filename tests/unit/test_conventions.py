@@ -13,7 +13,7 @@ from aotcheck import _matrix, _policy, _select, _settings
 from aotcheck._compare import Category, Finding
 from aotcheck._errors import UsageError
 from aotcheck._portable import is_portable, portable_path, portable_segment
-from aotcheck.render._fit import fitted_table, shorten_middle, wrap_path
+from aotcheck.render._width import fitted_table, shorten_middle, wrap_path
 
 NAMES = ["tiny/v5p-8/linen", "tiny/v5p-8/nnx", "tiny/v6e-8/linen", "mixer/v5p-128/nnx"]
 
