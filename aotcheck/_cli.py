@@ -335,6 +335,7 @@ def diff_(
     fmt: FormatOpt = Format.table,
     out: Out = None,
     backend: BackendOpt = BackendChoice.auto,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Processes for building linen and nnx (default: one per path, at most the idle cores).")] = None,
 ) -> None:
     """Compare two states leaf by leaf (sharding, logical axes, dtypes, shapes) and their compiled steps.
 
@@ -345,20 +346,19 @@ def diff_(
     from aotcheck import _canonical, render
     from aotcheck._compare import compare, failing
     from aotcheck._errors import EXIT_REGRESSION
-    from aotcheck._pipeline import build_report
+    from aotcheck._parallel import build_reports
     from aotcheck._sides import load_side
 
     rules = _canonical.defaults() if rewrites is None else _canonical.defaults().then(_canonical.read(rewrites))
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend)
-    built: dict[str, Any] = {}
+    # Saved sides first: a bad file is reported before minutes of building.
+    loaded = {n: load_side(Path(n)) for n in (a, b) if n not in ("linen", "nnx")}
+    paths = list(dict.fromkeys(n for n in (a, b) if n not in loaded))
+    with progress() as say:
+        loaded.update(zip(paths, build_reports([request.with_path(p) for p in paths], jobs, say), strict=True))
 
     def side(name: str) -> Any:
-        if name in ("linen", "nnx"):
-            if name not in built:
-                with progress() as say:
-                    built[name] = build_report(request.with_path(name), say)
-            return built[name]
-        return load_side(Path(name))
+        return loaded[name]
 
     ra, rb = side(a), side(b)
     findings = compare(ra, rb, memory_tolerance=memory_tolerance, rewrites=rules)

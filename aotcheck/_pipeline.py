@@ -95,12 +95,9 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     path: _state.Path = "nnx" if cfg.core.pure_nnx else "linen"
     topology = get_topology(request.topology)
     options = _program.compiler_options(request.fast)
-    report_key = None
-    if request.cache:  # the first level: a hit serves the whole report before jax is imported
-        report_key = inputs_key(cfg, entry.name, entry.source, entry.spec, topology, request.num_slices,
-                                resolve_backend(request.backend), request.compile, options)
-        if (hit := _cache.get("r", report_key, Report)) is not None:
-            return Built(hit.model_copy(update={"timings": {"report_cache_hit": 1.0}}), None)
+    report_key = _report_key(request, cfg, entry)
+    if report_key is not None and (hit := _cached(report_key)) is not None:
+        return Built(hit, None)
     with _timed(timings, "target_seconds"):
         target = make_target(topology, request.num_slices, request.backend)
     plan = _mesh.plan_mesh(cfg, target)
@@ -148,6 +145,26 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     if report_key is not None and (warning := _cache.put("r", report_key, report)):
         warnings.append(warning)
     return Built(report, executable, tuple(warnings))
+
+
+def _report_key(request: Request, cfg: RunConfig, entry: ModelEntry) -> str | None:
+    """The first-level cache key of a request (None without the cache): no jax, nothing traced."""
+    if not request.cache:
+        return None
+    return inputs_key(cfg, entry.name, entry.source, entry.spec, get_topology(request.topology), request.num_slices,
+                      resolve_backend(request.backend), request.compile, _program.compiler_options(request.fast))
+
+
+def _cached(key: str) -> Report | None:
+    hit = _cache.get("r", key, Report)
+    return None if hit is None else hit.model_copy(update={"timings": {"report_cache_hit": 1.0}})
+
+
+def cached_report(request: Request) -> Report | None:
+    """The report of an unchanged earlier build of `request`, served from the cache, or None."""
+    cfg, entry = configure(request)
+    key = _report_key(request, cfg, entry)
+    return None if key is None else _cached(key)
 
 
 def _header(cfg: RunConfig, entry: ModelEntry, path: _state.Path, target: Target, plan: _mesh.MeshPlan) -> Header:
