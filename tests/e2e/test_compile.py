@@ -183,3 +183,13 @@ def test_fast_is_a_labelled_low_effort_compile_with_its_own_cache_entry() -> Non
     assert data["timings"]["compile_cache_hit"] == 0.0  # not the default compile's entry
     code, table, _ = run(*args, "--fast")
     assert code == 0 and "low-effort compile (exec_time_optimization_effort=-1)" in table
+
+
+def test_cache_info_shows_and_clear_empties(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path))
+    assert run("compile", "--topology", "v5p-8", "--no-compile", "--backend", "mock")[0] == 0
+    code, out, _ = run("cache", "info")
+    assert code == 0 and f"directory: {tmp_path}" in out and "entries: 1 (1 reports, 0 compiles)" in out
+    code, out, _ = run("cache", "clear")
+    assert code == 0 and out.startswith("removed 1 entries")
+    assert "entries: 0 " in run("cache", "info")[1]
