@@ -67,13 +67,18 @@ def _hash_files(files: tuple[Path, ...]) -> str:
     return h.hexdigest()
 
 
-def source_hash(spec: ModelSpec) -> str:
-    """A hash of aotcheck's files and of the files of every package the spec's code comes from."""
+def source_hash(spec: ModelSpec) -> str | None:
+    """A hash of aotcheck's files and of the files of every package the spec's code comes from.
+
+    None when some of that code has no file to hash (defined in an interactive session).
+    """
     # The stack's own packages are keyed by their versions; hashing them would cost more than it tells.
     skip = set(sys.stdlib_module_names) | set(VERSIONED) | {"pydantic"}
     packages = {"aotcheck"} | {m.partition(".")[0] for m in spec_modules(spec)} - skip
-    files = sorted({f for p in packages for f in _package_files(p)})
-    return _hash_files(tuple(files))
+    found = {p: _package_files(p) for p in packages}
+    if not all(found.values()):
+        return None
+    return _hash_files(tuple(sorted({f for files in found.values() for f in files})))
 
 
 def inputs_key(
@@ -86,18 +91,23 @@ def inputs_key(
     backend: str,
     compile: bool,
     compiler_options: Mapping[str, Any],
-) -> str:
-    """The report entry's key; `backend` must be resolved (`libtpu` or `mock`, not `auto`).
+) -> str | None:
+    """The report entry's key, or None if the model's code has no files to key it by.
+
+    `backend` must be resolved (`libtpu` or `mock`, not `auto`).
 
     Example:
         >>> inputs_key(cfg, "tiny", "built-in", spec, get_topology("v5p-128"), 1, "libtpu", True, {})  # doctest: +SKIP
         '3f1c...'
     """
+    sources = source_hash(spec)
+    if sources is None:
+        return None
     parts = {
         "schema": SCHEMA,
         "config": cfg.as_dict(),
         "model": [model, model_source],
-        "sources": source_hash(spec),
+        "sources": sources,
         "topology": dataclasses.asdict(topology),
         "num_slices": num_slices,
         "backend": backend,

@@ -148,8 +148,12 @@ def build(request: Request, progress: Progress | None = None) -> Built:
 
 
 def _report_key(request: Request, cfg: RunConfig, entry: ModelEntry) -> str | None:
-    """The first-level cache key of a request (None without the cache): no jax, nothing traced."""
-    if not request.cache:
+    """The first-level cache key of a request (None without the cache): no jax, nothing traced.
+
+    A model given as a Python object has none: it may be built at run time (a closure over
+    arguments, a notebook cell) from source files that do not change with it.
+    """
+    if not request.cache or isinstance(request.model, ModelSpec):
         return None
     return inputs_key(cfg, entry.name, entry.source, entry.spec, get_topology(request.topology), request.num_slices,
                       resolve_backend(request.backend), request.compile, _program.compiler_options(request.fast))

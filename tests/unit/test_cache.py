@@ -149,3 +149,26 @@ def test_the_built_in_decoder_is_keyed_by_aotcheck_s_own_files():
     files = _fingerprint._package_files("aotcheck")
     assert any(p.name == "decoder.py" or "decoder" in p.parts for p in files)
     assert any(p.name == "_program.py" for p in files)
+
+
+def test_a_model_with_no_source_file_has_no_inputs_key():
+    from aotcheck import ModelSpec
+
+    def linen(cfg):
+        raise NotImplementedError
+
+    linen.__module__ = "__aotcheck_interactive__"  # as in a notebook: a module with no file
+    sys.modules["__aotcheck_interactive__"] = type(sys)("__aotcheck_interactive__")
+    try:
+        assert inputs(spec=ModelSpec(name="typed-in", linen=linen)) is None
+    finally:
+        del sys.modules["__aotcheck_interactive__"]
+
+
+def test_a_model_given_as_an_object_is_never_served_from_the_report_cache():
+    from aotcheck._pipeline import _report_key
+
+    cfg, entry = configure(TINY)
+    assert _report_key(TINY, cfg, entry) is not None
+    as_object = Request(topology="v5p-128", model=entry.spec)
+    assert _report_key(as_object, *configure(as_object)) is None
