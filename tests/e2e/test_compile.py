@@ -46,7 +46,7 @@ def test_linen_and_nnx_compile_to_the_same_program_figures() -> None:
 
 
 def test_json_report_schema_and_content() -> None:
-    code, out, _ = run("compile", "--topology", "v5p-128", "--pure-nnx", "--format", "json")
+    code, out, _ = run("compile", "--topology", "v5p-128", "--pure-nnx", "--format", "json", "--no-cache")
     assert code == 0
     data = json.loads(out)
     assert data["schema"] == "aotcheck.report/2"
