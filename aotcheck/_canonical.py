@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,20 @@ class Rewrites:
     """Stages of rules; each stage applies its kind's rules, then its `all` rules."""
 
     stages: tuple[Mapping[str, tuple[Rule, ...]], ...]
+    # (kind, role) -> the substitutions that apply, in order: found once, not per leaf
+    _plans: dict[tuple[str, str], tuple[tuple[Any, str], ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def canonical(self, path: str, role: str, kind: str) -> str:
-        for stage in self.stages:
-            for rule in (*stage.get(kind, ()), *stage.get(_ALL, ())):
-                path = rule.apply(path, role)
+        plan = self._plans.get((kind, role))
+        if plan is None:
+            plan = self._plans[(kind, role)] = tuple(
+                (rule.pattern.sub, rule.replacement)
+                for stage in self.stages for rule in (*stage.get(kind, ()), *stage.get(_ALL, ()))
+                if rule.role is None or rule.role == role
+            )
+        for sub, replacement in plan:
+            path = sub(replacement, path)
         return path
 
     def then(self, other: Rewrites) -> Rewrites:

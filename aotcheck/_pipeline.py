@@ -12,10 +12,11 @@ from typing import Any
 from aotcheck import _cache, _mesh, _program, _sharding, _state
 from aotcheck._analysis import Compile, analyse
 from aotcheck._config import RunConfig, parse_overrides
+from aotcheck._fingerprint import inputs_key
 from aotcheck._model import ModelSpec
 from aotcheck._registry import ModelEntry, load_config
 from aotcheck._report import BatchInput, Header, Leaf, MeshInfo, Report, TopologyInfo, versions
-from aotcheck._topology import Target, get_topology, make_target
+from aotcheck._topology import Target, get_topology, make_target, resolve_backend
 
 Progress = Callable[[str], None]
 
@@ -26,7 +27,7 @@ class Request:
 
     Example:
         >>> aotcheck.Request(model="llama2-7b", topology="v5p-128", pure_nnx=True, compile=False)
-        Request(topology='v5p-128', num_slices=1, model='llama2-7b', config_file=None, overrides=(), pure_nnx=True, compile=False, backend='auto', cache=True)
+        Request(topology='v5p-128', num_slices=1, model='llama2-7b', config_file=None, overrides=(), pure_nnx=True, compile=False, backend='auto', cache=True, fast=False)
     """
 
     topology: str = "v5p-8"
@@ -37,7 +38,8 @@ class Request:
     pure_nnx: bool | None = None  # None: as the config says
     compile: bool = True
     backend: str = "auto"  # auto, libtpu or mock
-    cache: bool = True  # reuse the compile section of an identical earlier compile
+    cache: bool = True  # reuse an identical earlier report, or compile section
+    fast: bool = False  # a low-effort compile (`--fast`): quicker, different figures, labelled in the header
 
     def with_path(self, path: str) -> Request:
         """The same request on the `linen` or `nnx` path."""
@@ -92,6 +94,10 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     cfg, entry = configure(request)
     path: _state.Path = "nnx" if cfg.core.pure_nnx else "linen"
     topology = get_topology(request.topology)
+    options = _program.compiler_options(request.fast)
+    report_key = _report_key(request, cfg, entry)
+    if report_key is not None and (hit := _cached(report_key)) is not None:
+        return Built(hit, None)
     with _timed(timings, "target_seconds"):
         target = make_target(topology, request.num_slices, request.backend)
     plan = _mesh.plan_mesh(cfg, target)
@@ -114,27 +120,55 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         say(f"lowering train_step for {target.name}")
         lowered = _program.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh)
         timings["lower_seconds"] = lowered.lower_seconds
-        cache_key = _cache.key(lowered.lowered.as_text(), target.name, target.backend)
-        compiled = _cache.get(cache_key) if request.cache else None
+        cache_key = _cache.key(lowered.lowered.as_text(), target.name, target.backend,
+                               mesh={"axes": plan.axis_names, "ici": plan.ici, "dcn": plan.dcn},
+                               allow_split_physical_axes=cfg.core.allow_split_physical_axes, compiler_options=options)
+        compiled = _cache.get("c", cache_key, Compile) if request.cache else None
         timings["compile_cache_hit"] = float(compiled is not None)
         if compiled is None:
             say(f"compiling for {target.name} ({len(target.devices)} devices, {target.backend})")
-            result = _program.compile_lowered(lowered, f"model '{entry.name}' ({path}) on {target.name}")
+            result = _program.compile_lowered(lowered, f"model '{entry.name}' ({path}) on {target.name}", options)
             timings["compile_seconds"] = result.compile_seconds
             compiled = analyse(result, topology.hbm_bytes_per_device, target.backend)
             executable = result.executable
-            if request.cache and (warning := _cache.put(cache_key, compiled)):
+            if request.cache and (warning := _cache.put("c", cache_key, compiled)):
                 warnings.append(warning)
 
     report = Report(
-        header=_header(cfg, entry, path, target, plan),
+        header=_header(cfg, entry, path, target, plan).model_copy(update={"compiler_options": options}),
         batch={k: BatchInput(shape=f.shape, dtype=f.dtype, logical_axes=f.logical_axes, partition_spec=batch_specs[k])
                for k, f in batch.items()},
         leaves=dict(sorted(leaves.items())),
         compile=compiled,
         timings=timings,
     )
+    if report_key is not None and (warning := _cache.put("r", report_key, report)):
+        warnings.append(warning)
     return Built(report, executable, tuple(warnings))
+
+
+def _report_key(request: Request, cfg: RunConfig, entry: ModelEntry) -> str | None:
+    """The first-level cache key of a request (None without the cache): no jax, nothing traced.
+
+    A model given as a Python object has none: it may be built at run time (a closure over
+    arguments, a notebook cell) from source files that do not change with it.
+    """
+    if not request.cache or isinstance(request.model, ModelSpec):
+        return None
+    return inputs_key(cfg, entry.name, entry.source, entry.spec, get_topology(request.topology), request.num_slices,
+                      resolve_backend(request.backend), request.compile, _program.compiler_options(request.fast))
+
+
+def _cached(key: str) -> Report | None:
+    hit = _cache.get("r", key, Report)
+    return None if hit is None else hit.model_copy(update={"timings": {"report_cache_hit": 1.0}})
+
+
+def cached_report(request: Request) -> Report | None:
+    """The report of an unchanged earlier build of `request`, served from the cache, or None."""
+    cfg, entry = configure(request)
+    key = _report_key(request, cfg, entry)
+    return None if key is None else _cached(key)
 
 
 def _header(cfg: RunConfig, entry: ModelEntry, path: _state.Path, target: Target, plan: _mesh.MeshPlan) -> Header:

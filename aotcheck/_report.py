@@ -74,6 +74,9 @@ class Header(Record):
     mesh: MeshInfo
     rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
     config: dict[str, Any] = {}
+    # jax's compiler_options when not the default (`--fast`): the compile figures are then a
+    # low-effort compile's. Written only when set, so default reports are unchanged.
+    compiler_options: dict[str, float] = pydantic.Field(default_factory=dict, exclude_if=lambda v: not v)
     # The leaf fields the source records (MaxText's files hold no dtypes); never written.
     known_fields: tuple[str, ...] = pydantic.Field(LEAF_FIELDS, exclude=True)
 

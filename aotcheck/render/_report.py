@@ -75,9 +75,15 @@ def summary(report: Report, largest: int = 8, width: int | None = None) -> Group
             parts.append(Text(f"collectives: {collectives_text(c.collectives)}"))
         if report.header.backend == "mock":
             parts.append(Text("mock (CPU devices): memory figures are not TPU figures", style="yellow"))
+        if options := report.header.compiler_options:
+            chosen = ", ".join(f"{k}={v:g}" for k, v in sorted(options.items()))
+            parts.append(Text(f"low-effort compile ({chosen}): temp, code, bytes accessed and collectives "
+                              "differ from a default compile's", style="yellow"))
     if report.timings:
         times = ", ".join(f"{k.removesuffix('_seconds')} {v:.2f}s" for k, v in report.timings.items() if k.endswith("_seconds"))
         cached = " (compile served from aotcheck's cache)" if report.timings.get("compile_cache_hit") else ""
+        if report.timings.get("report_cache_hit"):
+            cached = "report served from aotcheck's cache (inputs unchanged)"
         parts.append(Text(f"time: {times}{cached}", style="dim"))
     if largest:
         parts.append(leaf_table(report, limit=largest, title=f"largest {largest} leaves per device", width=width))

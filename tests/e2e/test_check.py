@@ -125,6 +125,8 @@ def test_removed_annotation_is_a_newly_replicated_large_leaf(guarded: Path, monk
         return annotated(self, name, shape, axes, init)
 
     monkeypatch.setattr(linen._Layer, "_param", forgetful)
+    # A change made in this process, not in a file: the report cache cannot see it.
+    monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(guarded.parent / "empty-cache"))
     code, data = check(guarded)
     assert code == 1
     findings = data["outcomes"][0]["findings"]
@@ -159,7 +161,7 @@ def test_a_compile_that_now_fails_exits_3_with_the_finding(guarded: Path, monkey
     from aotcheck import _program as step
     from aotcheck._errors import BuildError
 
-    def broken(lowered: Any, label: str) -> Any:
+    def broken(lowered: Any, label: str, options: Any = None) -> Any:
         raise BuildError(f"{label}: compile failed: RESOURCE_EXHAUSTED: out of vmem")
 
     monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path / "empty-cache"))

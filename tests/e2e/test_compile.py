@@ -8,6 +8,7 @@ import jax
 import pytest
 from typer.testing import CliRunner
 
+from aotcheck import _cache
 from aotcheck._cli import app
 from aotcheck._pipeline import Request, build, build_report
 from aotcheck._sharding import as_axes, normalise
@@ -45,7 +46,7 @@ def test_linen_and_nnx_compile_to_the_same_program_figures() -> None:
 
 
 def test_json_report_schema_and_content() -> None:
-    code, out, _ = run("compile", "--topology", "v5p-128", "--pure-nnx", "--format", "json")
+    code, out, _ = run("compile", "--topology", "v5p-128", "--pure-nnx", "--format", "json", "--no-cache")
     assert code == 0
     data = json.loads(out)
     assert data["schema"] == "aotcheck.report/2"
@@ -149,11 +150,16 @@ def test_topologies_lists_every_public_slice_and_shows_one() -> None:
 def test_compile_cache_serves_the_same_report() -> None:
     request = Request(topology="v5e-16", overrides=("max_target_length=96",))
     first = build_report(request)
-    second = build_report(request)
+    again = build_report(request)  # unchanged inputs: the whole report, nothing traced
+    assert again.timings == {"report_cache_hit": 1.0}
+    for entry in _cache.cache_dir().glob("r-*.json"):
+        entry.unlink()
+    second = build_report(request)  # traced and lowered again, the compile served
     assert first.timings["compile_cache_hit"] == 0.0 and second.timings["compile_cache_hit"] == 1.0
     assert "compile_seconds" not in second.timings
     strip = lambda r: {k: v for k, v in r.model_dump().items() if k != "timings"}  # noqa: E731
-    assert strip(first) == strip(second)
+    assert strip(first) == strip(second) == strip(again)
+    assert first.to_json().split('"timings"')[0] == again.to_json().split('"timings"')[0]
     # A different program (another batch size) is a miss, not a stale hit.
     other = build_report(Request(topology="v5e-16", overrides=("max_target_length=96", "per_device_batch_size=4")))
     assert other.timings["compile_cache_hit"] == 0.0
@@ -178,3 +184,26 @@ def test_the_published_report_schema_validates_a_fresh_report() -> None:
     broken = json.loads(out)
     broken["leaves"]["optimizer/step/value"]["bytes"] = -1
     assert list(validator.iter_errors(broken))  # the schema is not vacuous
+
+
+def test_fast_is_a_labelled_low_effort_compile_with_its_own_cache_entry() -> None:
+    args = ("compile", "--topology", "v5e-16", "--set", "max_target_length=96", "--backend", "mock")
+    code, default, _ = run(*args, "--format", "json")
+    code_fast, fast, _ = run(*args, "--format", "json", "--fast")
+    assert code == code_fast == 0
+    assert "compiler_options" not in json.loads(default)["header"]
+    data = json.loads(fast)
+    assert data["header"]["compiler_options"] == {"exec_time_optimization_effort": -1.0}
+    assert data["timings"]["compile_cache_hit"] == 0.0  # not the default compile's entry
+    code, table, _ = run(*args, "--fast")
+    assert code == 0 and "low-effort compile (exec_time_optimization_effort=-1)" in table
+
+
+def test_cache_info_shows_and_clear_empties(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path))
+    assert run("compile", "--topology", "v5p-8", "--no-compile", "--backend", "mock")[0] == 0
+    code, out, _ = run("cache", "info")
+    assert code == 0 and f"directory: {tmp_path}" in out and "entries: 1 (1 reports, 0 compiles)" in out
+    code, out, _ = run("cache", "clear")
+    assert code == 0 and out.startswith("removed 1 entries")
+    assert "entries: 0 " in run("cache", "info")[1]

@@ -291,3 +291,15 @@ def test_extra_nnx_temp_under_scan_names_graph_updates() -> None:
     [less] = [f for f in diff.compare(_with_compile(linen, temp=12 << 20), _with_compile(nnx_, temp=10 << 20))
               if f.leaf is None and "temp" in f.before]
     assert diff.GRAPH_UPDATES_NOTE not in less.note
+
+
+def test_linen_and_nnx_built_in_two_processes_give_the_serial_output(tmp_path, monkeypatch) -> None:
+    outputs = []
+    for jobs in ("1", "2"):
+        monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path / jobs))  # both cold: two real builds each
+        result = CliRunner().invoke(app, ["diff", "linen", "nnx", "--topology", "v5p-8", "--backend", "mock",
+                                          "--format", "json", "--jobs", jobs])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stdout)
+    assert outputs[0] == outputs[1]
+    assert list((tmp_path / "2").glob("r-*.json"))  # the workers wrote the cache the parent reads next time

@@ -124,3 +124,21 @@ def test_unknown_dtype_is_a_one_line_usage_error():
 def test_constrain_outside_aotcheck_is_the_identity():
     x = object()
     assert _sharding.constrain(x, ("batch", "embed")) is x
+
+
+@pytest.mark.parametrize("dtype", sorted(_sharding._COMMON_ITEMSIZES))
+def test_the_common_itemsizes_are_jax_s(dtype):
+    import jax.numpy as jnp
+
+    assert _sharding.itemsize(dtype) == jnp.dtype(dtype).itemsize
+
+
+@pytest.mark.parametrize(("shape", "spec"), [((64, 8), ("fsdp",)), ((64, 8, 3), (None, ("fsdp", "tensor"))),
+                                             ((8,), ()), ((), ()), ((16, 16), ("tensor", "fsdp"))])
+def test_shard_shape_is_jax_s(shape, spec):
+    from jax.sharding import AbstractMesh, NamedSharding, PartitionSpec
+
+    mesh_shape = {"data": 1, "fsdp": 4, "tensor": 2}
+    mesh = AbstractMesh(tuple(mesh_shape.values()), tuple(mesh_shape))
+    expected = NamedSharding(mesh, PartitionSpec(*spec)).shard_shape(shape)
+    assert _sharding.shard_shape(shape, spec, mesh_shape) == expected

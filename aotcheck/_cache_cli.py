@@ -1,0 +1,30 @@
+"""`aotcheck cache info|clear`: what the cache of reports and compiles holds, and emptying it."""
+
+from __future__ import annotations
+
+import typer
+
+cache_app = typer.Typer(
+    no_args_is_help=True,
+    help="The cache of reports and compiles ($AOTCHECK_CACHE_DIR, capped at $AOTCHECK_CACHE_MAX_MB).",
+)
+
+
+@cache_app.command("info")
+def cache_info() -> None:
+    """Show the cache's directory, entries, bytes and size cap."""
+    from aotcheck import _cache
+
+    i = _cache.info()
+    other = f", {i.other} other" if i.other else ""
+    typer.echo(f"directory: {i.directory}")
+    typer.echo(f"entries: {i.reports + i.compiles + i.other} ({i.reports} reports, {i.compiles} compiles{other})")
+    typer.echo(f"bytes: {i.bytes:,} of {i.max_bytes:,} (AOTCHECK_CACHE_MAX_MB; least recently used evicted first)")
+
+
+@cache_app.command("clear")
+def cache_clear() -> None:
+    """Remove every cached report and compile."""
+    from aotcheck import _cache
+
+    typer.echo(f"removed {_cache.clear()} entries from {_cache.cache_dir()}")
