@@ -32,6 +32,7 @@ class Category(StrEnum):
     DTYPE = "dtype changed"
     SHAPE = "shape changed"
     NEWLY_REPLICATED = "newly replicated large leaf"
+    UNMATCHED_AXIS = "logical axis newly unmatched"
     MEMORY = "memory per chip beyond tolerance"
     FIT_VERDICT = "fit verdict changed"
     COLLECTIVES = "collectives changed"
@@ -146,6 +147,7 @@ def compare(
         if keys:
             findings.extend(_changes(path, keys, va, vb, lb, large_leaf_bytes))
     findings = _fold_mirrors(findings)
+    findings.extend(_unmatched(a, b))
     findings.extend(_program_findings(a, b, sa, sb, findings, memory_tolerance))
     return sorted(findings, key=_order)
 
@@ -227,6 +229,17 @@ def _fold_mirrors(findings: list[Finding]) -> list[Finding]:
             f = replace(f, note=join(f.note, f"same in {', '.join(sorted(slots))}: {MIRROR_NOTE}"))
         out.append(f)
     return out
+
+
+def _unmatched(a: Report, b: Report) -> list[Finding]:
+    """A logical name that neither a rule nor the mesh knows on side B, but did not on side A: silently replicated."""
+    before = {u.name for u in a.unmatched_logical_axes}
+    return [
+        Finding(Category.UNMATCHED_AXIS, None, None, {"name": u.name, "leaves": len(u.leaves), "bytes_per_device": u.bytes_per_device},
+                note=f"'{u.name}' matches no rule and is not a mesh axis, so {len(u.leaves)} leaves "
+                     f"({human_bytes(u.bytes_per_device)} per device) are replicated along it; add a rule for it")
+        for u in b.unmatched_logical_axes if u.name not in before
+    ]
 
 
 def _program_findings(a: Report, b: Report, sa: _Side, sb: _Side, leaf_findings: list[Finding], tol: float) -> list[Finding]:

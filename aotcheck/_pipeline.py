@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aotcheck import _cache, _mesh, _program, _sharding, _state
+from aotcheck import _cache, _mesh, _names, _program, _sharding, _state
 from aotcheck._analysis import Compile, analyse
 from aotcheck._config import RunConfig, parse_overrides
 from aotcheck._model import ModelSpec
@@ -97,14 +97,16 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     plan = _mesh.plan_mesh(cfg, target)
     mesh = _mesh.build_mesh(plan, target, cfg.core.allow_split_physical_axes)
     mesh_shape = plan.shape
+    # A mesh axis that no rule names stands for itself (models annotated with mesh axis names).
+    rules = _sharding.effective_rules(cfg.rules, plan.axis_names)
 
     say(f"building the abstract {path} state of {entry.name}")
     batch = _state.abstract_batch(cfg, entry.spec, _state.global_batch_size(cfg, len(target.devices)))
     with _timed(timings, "state_seconds"):
-        abstract = _state.abstract_state(cfg, entry.spec, path, batch)
-    specs = tuple(_sharding.leaf_spec(leaf.shape, leaf.logical_axes, cfg.rules, mesh_shape, f"leaf {leaf.path}")
+        abstract = _state.abstract_state(cfg, entry.spec, path, batch, mesh, rules)
+    specs = tuple(_sharding.leaf_spec(leaf.shape, leaf.logical_axes, rules, mesh_shape, f"leaf {leaf.path}")
                   for leaf in abstract.leaves)
-    batch_specs = {k: _sharding.leaf_spec(f.shape, f.logical_axes, cfg.rules, mesh_shape, f"batch '{k}'")
+    batch_specs = {k: _sharding.leaf_spec(f.shape, f.logical_axes, rules, mesh_shape, f"batch '{k}'")
                    for k, f in batch.items()}
     leaves = {leaf.path: _leaf(leaf, spec, mesh_shape) for leaf, spec in zip(abstract.leaves, specs, strict=True)}
 
@@ -112,7 +114,7 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     executable = None
     if request.compile:
         say(f"lowering train_step for {target.name}")
-        lowered = _program.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh)
+        lowered = _program.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh, rules)
         timings["lower_seconds"] = lowered.lower_seconds
         cache_key = _cache.key(lowered.lowered.as_text(), target.name, target.backend)
         compiled = _cache.get(cache_key) if request.cache else None
@@ -134,6 +136,7 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         compile=compiled,
         timings=timings,
     )
+    warnings[:0] = _names.warnings(report, abstract.padded)
     return Built(report, executable, tuple(warnings))
 
 

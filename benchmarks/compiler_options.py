@@ -30,9 +30,10 @@ from aotcheck import _env
 
 _env.configure()
 
+from aotcheck.topology import get_topology, make_target  # noqa: E402
+
 from aotcheck import mesh as mesh_mod  # noqa: E402
 from aotcheck import pipeline, state, step  # noqa: E402
-from aotcheck.topology import get_topology, make_target  # noqa: E402
 
 MODELS: dict[str, pipeline.Request] = {
     "tiny": pipeline.Request(topology="v5p-128"),
