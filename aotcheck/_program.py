@@ -18,7 +18,7 @@ from aotcheck._errors import BuildError, UsageError, one_line
 from aotcheck._model import BatchField, ModelSpec
 from aotcheck._sharding import Spec, partition_spec
 from aotcheck._state import AbstractState
-from aotcheck._steps import step_function
+from aotcheck._steps import rng_hint, step_function
 from aotcheck._tracing import tracing
 
 
@@ -62,7 +62,8 @@ def lower(
     except (UsageError, BuildError):
         raise
     except Exception as exc:
-        raise BuildError(f"model '{spec.name}' ({state.path}): lowering train_step failed: {one_line(exc)}") from exc
+        hint = rng_hint(spec, exc) or "lowering train_step failed:"
+        raise BuildError(f"model '{spec.name}' ({state.path}): {hint} {one_line(exc)}") from exc
     return Lowered(lowered, time.perf_counter() - start)
 
 

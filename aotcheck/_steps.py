@@ -57,11 +57,11 @@ def checked_loss(spec: ModelSpec, cfg: RunConfig, path: str, apply: Callable[...
         raise
     except Exception as exc:
         shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in batch.items())
-        hint = _rng_hint(spec, exc) or f"the loss failed on the batch ({shapes}); does batch() fit the model?"
+        hint = rng_hint(spec, exc) or f"the loss failed on the batch ({shapes}); does batch() fit the model?"
         raise BuildError(f"model '{spec.name}' ({path}): {hint} {one_line(exc)}") from exc
 
 
-def _rng_hint(spec: ModelSpec, exc: Exception) -> str:
+def rng_hint(spec: ModelSpec, exc: Exception) -> str:
     """Flax's errors for a stream nobody passed (Linen) or that `nnx.Rngs` lacks (NNX) mention it."""
     text = f"{type(exc).__name__} {exc}"
     if "Rng" in text or "PRNG" in text or "rngs" in text:
@@ -85,7 +85,7 @@ def make_model(cfg: RunConfig, spec: ModelSpec, path: Path, mesh: Any, rules: Ru
     except (UsageError, BuildError):
         raise
     except Exception as exc:
-        if hint := _rng_hint(spec, exc):
+        if hint := rng_hint(spec, exc):
             raise BuildError(f"model '{spec.name}' ({path}): {hint} {one_line(exc)}") from exc
         raise BuildError(f"model '{spec.name}': the {path} factory raised {one_line(exc)}") from exc
 

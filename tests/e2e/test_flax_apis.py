@@ -83,6 +83,25 @@ class ShortSpecNnx(nnx.Module):
         return x @ self.w[...]
 
 
+class DropoutFields(Fields):
+    rate: float = 0.5
+
+
+class LinenDropout(nn.Module):
+    cfg: aotcheck.RunConfig
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        m = self.cfg.model
+        w = self.param("w", nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp")), (m.dim, m.hidden))
+        return nn.Dropout(m.rate, deterministic=not train)(x @ w)
+
+
+def loss_with_config(apply, batch, cfg):
+    """A loss that reads the run config: the model's own training setting reaches it."""
+    return (apply(batch["x"], train=cfg.model.rate > 0) ** 2).mean()
+
+
 def batch(cfg, n):
     return {"x": aotcheck.BatchField((n, cfg.model.dim), "float32", ("activation_batch", None))}
 
@@ -97,6 +116,8 @@ ONE_MATMUL = aotcheck.ModelSpec(
 )
 MESH_NAMED = aotcheck.ModelSpec(name="mesh-named", linen=MeshNamedLinen, nnx=MeshNamedNnx, batch=batch, loss=loss,
                                 config=Fields, defaults=ONE_MATMUL.defaults)
+DROPOUT = aotcheck.ModelSpec(name="dropout", linen=LinenDropout, batch=batch, loss=loss_with_config,
+                             config=DropoutFields, rngs=("dropout",), defaults=ONE_MATMUL.defaults)
 SHORT_SPEC = aotcheck.ModelSpec(name="short-spec", nnx=ShortSpecNnx, batch=batch, loss=loss, config=Fields,
                                 defaults=ONE_MATMUL.defaults)
 '''
@@ -173,3 +194,31 @@ def test_aotcheck_constrain_is_flaxs_constraint() -> None:
 
     x = jnp.ones((4, 4))
     assert aotcheck.constrain(x, ("batch", "embed")) is x  # no rules active: a no-op, as Flax's
+
+
+def test_linen_dropout_draws_the_named_stream_in_the_default_step() -> None:
+    import dataclasses
+
+    import flax_models
+
+    on, _ = _built("DROPOUT", "linen")
+    assert on.leaves["rng"].dtype == "key<fry>" and on.leaves["rng"].role == "rng"
+    off, _ = _built("DROPOUT", "linen", "rate=0")  # the loss reads the config: no dropout
+    assert on.compile is not None and off.compile is not None
+    assert on.compile.flops != off.compile.flops
+    with pytest.raises(aotcheck.BuildError) as err:
+        build(Request(model=dataclasses.replace(flax_models.DROPOUT, rngs=()), topology="v5p-8", cache=False))
+    assert str(err.value).startswith(
+        "model 'dropout' (linen): the model draws an RNG stream that ModelSpec(rngs=...) does not name (it names []); add it: "
+    )
+
+
+def test_a_train_step_that_returns_no_pair_is_named() -> None:
+    import dataclasses
+
+    import flax_models
+
+    spec = dataclasses.replace(flax_models.ONE_MATMUL, train_step={"linen": lambda state, batch: state})
+    with pytest.raises(aotcheck.BuildError) as err:
+        build(Request(model=spec, topology="v5p-8", pure_nnx=False, cache=False))
+    assert str(err.value) == "model 'one-matmul' (linen): train_step must return (state, metrics), got TrainState"
