@@ -147,7 +147,8 @@ def compare(
         if keys:
             findings.extend(_changes(path, keys, va, vb, lb, large_leaf_bytes))
     findings = _fold_mirrors(findings)
-    findings.extend(_unmatched(a, b))
+    if "logical_axes" in fields:
+        findings.extend(_unmatched(a, b))
     findings.extend(_program_findings(a, b, sa, sb, findings, memory_tolerance))
     return sorted(findings, key=_order)
 
