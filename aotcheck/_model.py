@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from aotcheck._config import NoModelFields, RunConfig
+from aotcheck._config import CoreConfig, NoModelFields, RunConfig
 
 if TYPE_CHECKING:
     import optax
@@ -66,6 +66,9 @@ class ModelSpec:
       builder `init_state(model, tx, cfg, batch) -> state` and step
       `train_step(state, batch[, cfg]) -> (state, metrics)`; aotcheck compiles exactly that
       step. A path not given uses aotcheck's defaults.
+    - `ignores` names aotcheck settings the model does not read (`("scan_layers",
+      "remat_policy")` for a model without scan or remat): the report does not show them
+      and a `--set` of one is a warning.
     - `config` is a pydantic model of the model's own settings (unknown keys are errors);
       `defaults` are values for any config key; `logical_axis_rules` go in front of the
       base rules.
@@ -84,6 +87,7 @@ class ModelSpec:
     rngs: tuple[str, ...] = ()
     init_state: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     train_step: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    ignores: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.linen is None and self.nnx is None:
@@ -92,6 +96,9 @@ class ModelSpec:
             for key in getattr(self, what):
                 if key not in self.paths():
                     raise ValueError(f"ModelSpec '{self.name}': {what} is keyed by path; '{key}' is not one of {list(self.paths())}")
+        for key in self.ignores:
+            if key not in CoreConfig.model_fields:
+                raise ValueError(f"ModelSpec '{self.name}': ignores names '{key}', which is not one of aotcheck's settings")
         if "params" in self.rngs:
             raise ValueError(f"ModelSpec '{self.name}': rngs names the streams the step draws; 'params' is init's, drop it")
 

@@ -90,6 +90,10 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     timings: dict[str, float] = {}
     warnings: list[str] = []
     cfg, entry = configure(request)
+    warnings.extend(
+        f"--set {key}: model '{entry.name}' does not read this setting (its ModelSpec ignores it), so it changes nothing"
+        for key in parse_overrides(request.overrides) if key in entry.spec.ignores
+    )
     path: _state.Path = "nnx" if cfg.core.pure_nnx else "linen"
     topology = get_topology(request.topology)
     with _timed(timings, "target_seconds"):
@@ -165,7 +169,7 @@ def _header(cfg: RunConfig, entry: ModelEntry, path: _state.Path, target: Target
             dcn=dict(zip(plan.axis_names, plan.dcn, strict=True)),
         ),
         rules=cfg.rules,
-        config={k: v for k, v in cfg.as_dict().items() if k != "logical_axis_rules"},
+        config={k: v for k, v in cfg.as_dict().items() if k != "logical_axis_rules" and k not in entry.spec.ignores},
     )
 
 

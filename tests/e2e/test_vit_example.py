@@ -53,3 +53,16 @@ def test_check_is_green_on_its_goldens_and_catches_a_changed_annotation(tmp_path
     done = aotcheck(copy, "check", "--matrix", "matrix.yml", "--case", "vit/v5p-128")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "logical axes changed" in done.stdout and "PartitionSpec P('fsdp') -> P(None, 'fsdp') follows" in done.stdout
+
+
+def test_settings_the_model_ignores_are_not_shown_and_setting_one_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aotcheck._pipeline import Request, build
+
+    monkeypatch.syspath_prepend(str(VIT_DIR))
+    built = build(Request(model=MODEL, topology="v5p-8", compile=False, overrides=("weight_dtype=bfloat16", "num_layers=1")))
+    assert built.warnings == (
+        f"--set weight_dtype: model '{MODEL}' does not read this setting (its ModelSpec ignores it), so it changes nothing",
+    )
+    shown = built.report.header.config
+    assert "scan_layers" not in shown and "weight_dtype" not in shown
+    assert shown["num_layers"] == 1 and shown["microbatches"] == 2 and shown["per_device_batch_size"] == 4

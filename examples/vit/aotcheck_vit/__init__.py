@@ -84,6 +84,8 @@ VIT = ModelSpec(
     defaults={"per_device_batch_size": 4},
     logical_axis_rules=RULES,
     rngs=("dropout",),
+    # No scan, no remat, and the model keeps its parameters and activations in float32.
+    ignores=("scan_layers", "remat_policy", "weight_dtype", "dtype"),
     init_state={"linen": train.linen_init_state, "nnx": train.nnx_init_state},
     train_step={"linen": train.linen_train_step, "nnx": train.nnx_train_step},
     description="Vision Transformer with dropout, EMA and gradient accumulation (example package)",
