@@ -344,10 +344,12 @@ def diff_(
     from aotcheck._compare import compare, failing
     from aotcheck._errors import EXIT_REGRESSION
     from aotcheck._pipeline import build_report
-    from aotcheck._sides import load_side
+    from aotcheck._sides import load_side, model_rewrites
 
-    rules = _canonical.defaults() if rewrites is None else _canonical.defaults().then(_canonical.read(rewrites))
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend)
+    rules = model_rewrites(request) if "linen" in (a, b) or "nnx" in (a, b) else _canonical.defaults()
+    if rewrites is not None:
+        rules = rules.then(_canonical.read(rewrites))
     built: dict[str, Any] = {}
 
     def side(name: str) -> Any:

@@ -69,6 +69,9 @@ class ModelSpec:
     - `ignores` names aotcheck settings the model does not read (`("scan_layers",
       "remat_policy")` for a model without scan or remat): the report does not show them
       and a `--set` of one is a warning.
+    - `rewrites` are canonical-path rewrite rules, laid out like `configs/canonical.yml`
+      (`{"nnx": [["^net/", "param/", "param"]]}`), that `diff` applies after the defaults,
+      so the model's own container names line up without a `--rewrites` file.
     - `config` is a pydantic model of the model's own settings (unknown keys are errors);
       `defaults` are values for any config key; `logical_axis_rules` go in front of the
       base rules.
@@ -88,6 +91,7 @@ class ModelSpec:
     init_state: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     train_step: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     ignores: tuple[str, ...] = ()
+    rewrites: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.linen is None and self.nnx is None:

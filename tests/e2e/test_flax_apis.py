@@ -118,6 +118,25 @@ MESH_NAMED = aotcheck.ModelSpec(name="mesh-named", linen=MeshNamedLinen, nnx=Mes
                                 config=Fields, defaults=ONE_MATMUL.defaults)
 DROPOUT = aotcheck.ModelSpec(name="dropout", linen=LinenDropout, batch=batch, loss=loss_with_config,
                              config=DropoutFields, rngs=("dropout",), defaults=ONE_MATMUL.defaults)
+class NetState(nnx.Module):
+    """A team's NNX state that calls its model `net`, not `model`."""
+
+    def __init__(self, net, tx):
+        self.net = net
+        self.optimizer = nnx.Optimizer(net, tx, wrt=nnx.Param)
+
+
+def net_train_step(state, batch):
+    loss_value, grads = nnx.value_and_grad(lambda net: loss(net, batch))(state.net)
+    state.optimizer.update(state.net, grads)
+    return state, {"loss": loss_value}
+
+
+NET = aotcheck.ModelSpec(
+    name="net", linen=Linen, nnx=Nnx, batch=batch, loss=loss, config=Fields, defaults=ONE_MATMUL.defaults,
+    init_state={"nnx": lambda model, tx, cfg, batch: NetState(model, tx)}, train_step={"nnx": net_train_step},
+    rewrites={"nnx": [["^net/", "param/", "param"]]},
+)
 SHORT_SPEC = aotcheck.ModelSpec(name="short-spec", nnx=ShortSpecNnx, batch=batch, loss=loss, config=Fields,
                                 defaults=ONE_MATMUL.defaults)
 '''
@@ -222,3 +241,23 @@ def test_a_train_step_that_returns_no_pair_is_named() -> None:
     with pytest.raises(aotcheck.BuildError) as err:
         build(Request(model=spec, topology="v5p-8", pure_nnx=False, cache=False))
     assert str(err.value) == "model 'one-matmul' (linen): train_step must return (state, metrics), got TrainState"
+
+
+def test_the_models_own_rewrites_line_up_its_containers_in_diff_without_flags() -> None:
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from aotcheck._cli import app
+
+    args = ["diff", "linen", "nnx", "--model", "flax_models:NET", "-t", "v5p-8", "--no-compile"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "verdict: identical" in result.output
+
+    import flax_models
+
+    bare = dataclasses.replace(flax_models.NET, rewrites={})
+    findings = aotcheck.compare(*(build(Request(model=bare, topology="v5p-8", pure_nnx=p == "nnx", compile=False)).report
+                                  for p in ("linen", "nnx")))
+    assert {f.leaf for f in aotcheck.failing(findings) if f.category == Category.LEAF_ADDED} == {"net/w"}
