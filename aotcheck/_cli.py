@@ -330,6 +330,8 @@ def diff_(
         "applied after configs/canonical.yml and laid out like it (per source kind: pattern, replacement, optional role).")] = None,
     memory_tolerance: Annotated[float, typer.Option(
         "--memory-tolerance", min=0, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
+    names: Annotated[bool, typer.Option(
+        "--names", help="Count logical names that differ while the PartitionSpec is equal as differences, not notes.")] = False,
     fmt: FormatOpt = Format.table,
     out: Out = None,
     backend: BackendOpt = BackendChoice.auto,
@@ -361,7 +363,7 @@ def diff_(
         return load_side(Path(name))
 
     ra, rb = side(a), side(b)
-    findings = compare(ra, rb, memory_tolerance=memory_tolerance, rewrites=rules)
+    findings = compare(ra, rb, memory_tolerance=memory_tolerance, rewrites=rules, names_are_notes=not names)
     write = {Format.json: render.diff_json, Format.markdown: render.diff_markdown, Format.table: render.diff_text}[fmt]
     emit(write(findings, ra, rb, a, b), out)
     if failing(findings):

@@ -113,6 +113,7 @@ def compare(
     memory_tolerance: float = 0.01,
     large_leaf_bytes: int = 1 << 20,
     rewrites: _canonical.Rewrites | None = None,
+    names_are_notes: bool = False,
 ) -> list[Finding]:
     """Every difference between side A and side B, sorted by category then leaf.
 
@@ -122,6 +123,8 @@ def compare(
             peak) or of the FLOPs that counts as a difference.
         large_leaf_bytes: a leaf this large per device that loses its sharding is its own finding.
         rewrites: canonical path rules; default `configs/canonical.yml`.
+        names_are_notes: logical names that differ while the PartitionSpec stays equal are
+            explained notes, not findings (`diff`'s default: two paths may name axes differently).
 
     Returns:
         The findings, explained notes included (see `failing`).
@@ -145,7 +148,7 @@ def compare(
         va, vb = _fields(la, fields), _fields(lb, fields)
         keys = {k for k in va if va[k] != vb[k]}
         if keys:
-            findings.extend(_changes(path, keys, va, vb, lb, large_leaf_bytes))
+            findings.extend(_changes(path, keys, va, vb, lb, large_leaf_bytes, names_are_notes))
     findings = _fold_mirrors(findings)
     if "logical_axes" in fields:
         findings.extend(_unmatched(a, b))
@@ -165,7 +168,8 @@ def _presence(category: Category, path: str, before: Any, after: Any) -> Finding
     return Finding(category, path, before, after)
 
 
-def _changes(path: str, keys: set[str], va: dict[str, Any], vb: dict[str, Any], leaf_b: Leaf, large: int) -> list[Finding]:
+def _changes(path: str, keys: set[str], va: dict[str, Any], vb: dict[str, Any], leaf_b: Leaf, large: int,
+             names_are_notes: bool = False) -> list[Finding]:
     out = []
     axes_a, axes_b = va.get("logical_axes"), vb.get("logical_axes")
     spec_a, spec_b = va.get("partition_spec"), vb.get("partition_spec")
@@ -180,6 +184,10 @@ def _changes(path: str, keys: set[str], va: dict[str, Any], vb: dict[str, Any], 
                 _axes_note(axes_a, axes_b) if "logical_axes" in keys else "",
             ),
         ))
+    elif "logical_axes" in keys and names_are_notes and "partition_spec" in va and "partition_spec" not in keys \
+            and axes_a is not None and axes_b is not None:
+        out.append(Finding(Category.LOGICAL_AXES, path, axes_a, axes_b, explained=True,
+                           note=f"only the names differ: the same PartitionSpec {spec_text(spec_a)}"))
     elif "logical_axes" in keys:
         spec_note = f"PartitionSpec {spec_text(spec_a)} -> {spec_text(spec_b)} follows" if "partition_spec" in keys else ""
         out.append(Finding(Category.LOGICAL_AXES, path, axes_a, axes_b, note=join(_axes_note(axes_a, axes_b), spec_note)))
