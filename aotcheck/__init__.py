@@ -16,7 +16,7 @@ from aotcheck._errors import AotcheckError, BuildError, UsageError
 from aotcheck._model import BatchField, ModelSpec, next_token_loss, token_batch
 from aotcheck._pipeline import Request, build_report
 from aotcheck._report import Leaf, Report, read_report
-from aotcheck._sharding import constrain
+from aotcheck._sharding import constrain  # an alias of flax.linen.with_logical_constraint
 
 try:
     __version__ = version("aotcheck")

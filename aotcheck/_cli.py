@@ -233,6 +233,8 @@ def diff_(
         "applied after configs/canonical.yml and laid out like it (per source kind: pattern, replacement, optional role).")] = None,
     memory_tolerance: Annotated[float, typer.Option(
         "--memory-tolerance", min=0, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
+    names: Annotated[bool, typer.Option(
+        "--names", help="Count logical names that differ while the PartitionSpec is equal as differences, not notes.")] = False,
     fmt: FormatOpt = Format.table,
     out: Out = None,
     backend: BackendOpt = BackendChoice.auto,
@@ -248,10 +250,12 @@ def diff_(
     from aotcheck._compare import compare, failing
     from aotcheck._errors import EXIT_REGRESSION
     from aotcheck._parallel import build_reports
-    from aotcheck._sides import load_side
+    from aotcheck._sides import load_side, model_rewrites
 
-    rules = _canonical.defaults() if rewrites is None else _canonical.defaults().then(_canonical.read(rewrites))
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend)
+    rules = model_rewrites(request) if "linen" in (a, b) or "nnx" in (a, b) else _canonical.defaults()
+    if rewrites is not None:
+        rules = rules.then(_canonical.read(rewrites))
     # Saved sides first: a bad file is reported before minutes of building.
     loaded = {n: load_side(Path(n)) for n in (a, b) if n not in ("linen", "nnx")}
     paths = list(dict.fromkeys(n for n in (a, b) if n not in loaded))
@@ -262,7 +266,7 @@ def diff_(
         return loaded[name]
 
     ra, rb = side(a), side(b)
-    findings = compare(ra, rb, memory_tolerance=memory_tolerance, rewrites=rules)
+    findings = compare(ra, rb, memory_tolerance=memory_tolerance, rewrites=rules, names_are_notes=not names)
     write = {Format.json: render.diff_json, Format.markdown: render.diff_markdown, Format.table: render.diff_text}[fmt]
     emit(write(findings, ra, rb, a, b), out)
     if failing(findings):

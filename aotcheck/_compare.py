@@ -32,6 +32,7 @@ class Category(StrEnum):
     DTYPE = "dtype changed"
     SHAPE = "shape changed"
     NEWLY_REPLICATED = "newly replicated large leaf"
+    UNMATCHED_AXIS = "logical axis newly unmatched"
     MEMORY = "memory per chip beyond tolerance"
     FIT_VERDICT = "fit verdict changed"
     COLLECTIVES = "collectives changed"
@@ -112,6 +113,7 @@ def compare(
     memory_tolerance: float = 0.01,
     large_leaf_bytes: int = 1 << 20,
     rewrites: _canonical.Rewrites | None = None,
+    names_are_notes: bool = False,
 ) -> list[Finding]:
     """Every difference between side A and side B, sorted by category then leaf.
 
@@ -121,6 +123,8 @@ def compare(
             peak) or of the FLOPs that counts as a difference.
         large_leaf_bytes: a leaf this large per device that loses its sharding is its own finding.
         rewrites: canonical path rules; default `configs/canonical.yml`.
+        names_are_notes: logical names that differ while the PartitionSpec stays equal are
+            explained notes, not findings (`diff`'s default: two paths may name axes differently).
 
     Returns:
         The findings, explained notes included (see `failing`).
@@ -144,8 +148,10 @@ def compare(
         va, vb = _fields(la, fields), _fields(lb, fields)
         keys = {k for k in va if va[k] != vb[k]}
         if keys:
-            findings.extend(_changes(path, keys, va, vb, lb, large_leaf_bytes))
+            findings.extend(_changes(path, keys, va, vb, lb, large_leaf_bytes, names_are_notes))
     findings = _fold_mirrors(findings)
+    if "logical_axes" in fields:
+        findings.extend(_unmatched(a, b))
     findings.extend(_program_findings(a, b, sa, sb, findings, memory_tolerance))
     return sorted(findings, key=_order)
 
@@ -162,7 +168,8 @@ def _presence(category: Category, path: str, before: Any, after: Any) -> Finding
     return Finding(category, path, before, after)
 
 
-def _changes(path: str, keys: set[str], va: dict[str, Any], vb: dict[str, Any], leaf_b: Leaf, large: int) -> list[Finding]:
+def _changes(path: str, keys: set[str], va: dict[str, Any], vb: dict[str, Any], leaf_b: Leaf, large: int,
+             names_are_notes: bool = False) -> list[Finding]:
     out = []
     axes_a, axes_b = va.get("logical_axes"), vb.get("logical_axes")
     spec_a, spec_b = va.get("partition_spec"), vb.get("partition_spec")
@@ -177,6 +184,10 @@ def _changes(path: str, keys: set[str], va: dict[str, Any], vb: dict[str, Any], 
                 _axes_note(axes_a, axes_b) if "logical_axes" in keys else "",
             ),
         ))
+    elif "logical_axes" in keys and names_are_notes and "partition_spec" in va and "partition_spec" not in keys \
+            and axes_a is not None and axes_b is not None:
+        out.append(Finding(Category.LOGICAL_AXES, path, axes_a, axes_b, explained=True,
+                           note=f"only the names differ: the same PartitionSpec {spec_text(spec_a)}"))
     elif "logical_axes" in keys:
         spec_note = f"PartitionSpec {spec_text(spec_a)} -> {spec_text(spec_b)} follows" if "partition_spec" in keys else ""
         out.append(Finding(Category.LOGICAL_AXES, path, axes_a, axes_b, note=join(_axes_note(axes_a, axes_b), spec_note)))
@@ -227,6 +238,17 @@ def _fold_mirrors(findings: list[Finding]) -> list[Finding]:
             f = replace(f, note=join(f.note, f"same in {', '.join(sorted(slots))}: {MIRROR_NOTE}"))
         out.append(f)
     return out
+
+
+def _unmatched(a: Report, b: Report) -> list[Finding]:
+    """A logical name that neither a rule nor the mesh knows on side B, but did not on side A: silently replicated."""
+    before = {u.name for u in a.unmatched_logical_axes}
+    return [
+        Finding(Category.UNMATCHED_AXIS, None, None, {"name": u.name, "leaves": len(u.leaves), "bytes_per_device": u.bytes_per_device},
+                note=f"'{u.name}' matches no rule and is not a mesh axis, so {len(u.leaves)} leaves "
+                     f"({human_bytes(u.bytes_per_device)} per device) are replicated along it; add a rule for it")
+        for u in b.unmatched_logical_axes if u.name not in before
+    ]
 
 
 def _program_findings(a: Report, b: Report, sa: _Side, sb: _Side, leaf_findings: list[Finding], tol: float) -> list[Finding]:

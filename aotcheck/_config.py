@@ -12,6 +12,7 @@ class). An unknown key or bad value is a one-line error naming the key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -24,8 +25,10 @@ import yaml
 from aotcheck._errors import UsageError, close_matches
 from aotcheck._io import read_yaml
 
-# Mesh axes aotcheck supports, and the MaxText parallelism key of each
-# (MaxText calls the `stage` axis's parallelism `pipeline`).
+# The default mesh axes, and the MaxText parallelism key of each (MaxText calls the `stage`
+# axis's parallelism `pipeline`). `mesh_axes` may name any other axes: each gets its own
+# `ici_<axis>_parallelism` / `dcn_<axis>_parallelism` keys (1 unless set), so a model's own
+# mesh and rules (MaxText's twelve axes) pass through as they are.
 PARALLELISM_KEYS: dict[str, str] = {
     "data": "data",
     "stage": "pipeline",
@@ -38,6 +41,15 @@ PARALLELISM_KEYS: dict[str, str] = {
 
 DType = Literal["float32", "bfloat16", "float16"]
 RematPolicy = Literal["none", "full", "minimal"]
+
+
+_AXIS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PARALLELISM = re.compile(r"(ici|dcn)_([A-Za-z_][A-Za-z0-9_]*)_parallelism")
+
+
+def parallelism_key(kind: str, axis: str) -> str:
+    """`ici_fsdp_parallelism`, `dcn_pipeline_parallelism` (the `stage` axis), `ici_context_parallelism`."""
+    return f"{kind}_{PARALLELISM_KEYS.get(axis, axis)}_parallelism"
 
 
 # Logical axis rules, in order: (logical name, mesh axes).
@@ -82,6 +94,8 @@ class _CoreFields(_Strict):
     max_target_length: int = pydantic.Field(2048, gt=0)
     scan_layers: bool = True
     remat_policy: RematPolicy = "full"
+    # `ici_/dcn_<axis>_parallelism` of the axes beyond the default seven, by key.
+    parallelism: dict[str, int] = {}
 
     @pydantic.field_validator("logical_axis_rules", mode="before")
     @classmethod
@@ -92,11 +106,19 @@ class _CoreFields(_Strict):
     @classmethod
     def _axes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for axis in value:
-            if axis not in PARALLELISM_KEYS:
-                raise ValueError(f"unknown mesh axis '{axis}'{close_matches(axis, PARALLELISM_KEYS)}")
+            if not _AXIS.fullmatch(axis):
+                raise ValueError(f"mesh axis '{axis}' is not a name (letters, digits, underscores)")
         if len(set(value)) != len(value):
             raise ValueError("mesh axes repeat")
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _parallelism_names_mesh_axes(self) -> _CoreFields:
+        for key in self.parallelism:
+            axis = _PARALLELISM.fullmatch(key).group(2)  # type: ignore[union-attr]
+            if axis not in self.mesh_axes:
+                raise ValueError(f"{key} sets mesh axis '{axis}', which is not in mesh_axes{close_matches(axis, self.mesh_axes)}")
+        return self
 
     @pydantic.model_validator(mode="after")
     def _rules_name_mesh_axes(self) -> _CoreFields:
@@ -150,14 +172,19 @@ class RunConfig:
         return self.core.logical_axis_rules
 
     def ici(self, axis: str) -> int:
-        return getattr(self.core, f"ici_{PARALLELISM_KEYS[axis]}_parallelism")
+        return self._parallelism(parallelism_key("ici", axis), axis)
 
     def dcn(self, axis: str) -> int:
-        return getattr(self.core, f"dcn_{PARALLELISM_KEYS[axis]}_parallelism")
+        return self._parallelism(parallelism_key("dcn", axis), axis)
+
+    def _parallelism(self, key: str, axis: str) -> int:
+        return getattr(self.core, key) if axis in PARALLELISM_KEYS else self.core.parallelism.get(key, 1)
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting, JSON-ready, for the report header."""
-        merged = {**self.core.model_dump(mode="json"), **self.model.model_dump(mode="json")}
+        core = self.core.model_dump(mode="json")
+        extra = core.pop("parallelism")
+        merged = {**core, **extra, **self.model.model_dump(mode="json")}
         merged["logical_axis_rules"] = [[n, list(a)] for n, a in self.core.logical_axis_rules]
         return dict(sorted(merged.items()))
 
@@ -198,11 +225,15 @@ def merge_layers(layers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def validate(values: Mapping[str, Any], model_fields: type[pydantic.BaseModel]) -> RunConfig:
     core_keys = set(CoreConfig.model_fields)
     model_keys = set(model_fields.model_fields)
-    core_vals = {k: v for k, v in values.items() if k in core_keys}
+    core_vals = {k: v for k, v in values.items() if k in core_keys and k != "parallelism"}
+    # The parallelism of the user's own mesh axes (the default seven have fields of their own).
+    extra = {k: v for k, v in values.items() if k not in core_keys and k not in model_keys and _PARALLELISM.fullmatch(k)}
+    if extra:
+        core_vals["parallelism"] = extra
     # A model may read a key aotcheck reads too (`dtype`, `max_target_length`): both get its value.
     model_vals = {k: v for k, v in values.items() if k in model_keys}
     for key in values:
-        if key not in core_keys and key not in model_keys:
+        if key not in core_keys and key not in model_keys and key not in extra or key == "parallelism":
             raise UsageError(f"config: unknown key '{key}'{close_matches(key, core_keys | model_keys)}")
     return RunConfig(core=_build(CoreConfig, core_vals), model=_build(model_fields, model_vals))
 

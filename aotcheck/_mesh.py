@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any
 
-from aotcheck._config import PARALLELISM_KEYS, RunConfig
+from aotcheck._config import PARALLELISM_KEYS, RunConfig, parallelism_key
 from aotcheck._errors import UsageError
 from aotcheck._topology import Target
 
@@ -30,7 +30,7 @@ def _fill(kind: str, sizes: dict[str, int], total: int, what: str) -> tuple[int,
     if bad:
         raise UsageError(f"mesh: {kind} parallelism must be positive or -1, got {', '.join(bad)}")
     if len(wild) > 1:
-        keys = ", ".join(f"{kind.lower()}_{PARALLELISM_KEYS[a]}_parallelism" for a in wild)
+        keys = ", ".join(parallelism_key(kind.lower(), a) for a in wild)
         raise UsageError(f"mesh: at most one {kind} axis may be -1, got {keys}")
     fixed = prod(s for s in sizes.values() if s != -1)
     described = " x ".join(f"{a}={s}" for a, s in sizes.items() if s != 1) or "1"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
-from aotcheck._config import NoModelFields, RunConfig
+from aotcheck._config import CoreConfig, NoModelFields, RunConfig
 
 if TYPE_CHECKING:
     import optax
@@ -28,8 +28,9 @@ class BatchField:
 
 
 # `apply(*args)` runs the model's forward pass on the current parameters (Linen or NNX
-# alike); a loss calls it on parts of the batch and returns a scalar.
-LossFn = Callable[[Callable[..., Any], Mapping[str, Any]], Any]
+# alike); a loss calls it on parts of the batch (and may take the run config as a third
+# argument) and returns a scalar.
+LossFn = Callable[..., Any]
 
 
 def next_token_loss(apply: Callable[..., Any], batch: Mapping[str, Any]) -> Any:
@@ -58,6 +59,19 @@ class ModelSpec:
     - `batch(cfg, global_batch)` describes the step's inputs without data.
     - `loss(apply, batch)` returns the scalar loss; the default is next-token cross entropy.
     - `optimizer(cfg)` returns an optax transformation; the default is AdamW from the config.
+    - `rngs` names the RNG streams the forward pass draws (`("dropout",)`): Linen gets
+      `rngs=` per step, folded from a key held in the train state; NNX gets `nnx.Rngs`
+      with these streams.
+    - `init_state` / `train_step` map a path (`"linen"`, `"nnx"`) to the team's own state
+      builder `init_state(model, tx, cfg, batch) -> state` and step
+      `train_step(state, batch[, cfg]) -> (state, metrics)`; aotcheck compiles exactly that
+      step. A path not given uses aotcheck's defaults.
+    - `ignores` names aotcheck settings the model does not read (`("scan_layers",
+      "remat_policy")` for a model without scan or remat): the report does not show them
+      and a `--set` of one is a warning.
+    - `rewrites` are canonical-path rewrite rules, laid out like `configs/canonical.yml`
+      (`{"nnx": [["^net/", "param/", "param"]]}`), that `diff` applies after the defaults,
+      so the model's own container names line up without a `--rewrites` file.
     - `config` is a pydantic model of the model's own settings (unknown keys are errors);
       `defaults` are values for any config key; `logical_axis_rules` go in front of the
       base rules.
@@ -73,10 +87,24 @@ class ModelSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     logical_axis_rules: tuple[tuple[str, Any], ...] = ()
     description: str = ""
+    rngs: tuple[str, ...] = ()
+    init_state: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    train_step: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    ignores: tuple[str, ...] = ()
+    rewrites: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.linen is None and self.nnx is None:
             raise ValueError(f"ModelSpec '{self.name}' gives neither linen nor nnx; give one factory or both")
+        for what in ("init_state", "train_step"):
+            for key in getattr(self, what):
+                if key not in self.paths():
+                    raise ValueError(f"ModelSpec '{self.name}': {what} is keyed by path; '{key}' is not one of {list(self.paths())}")
+        for key in self.ignores:
+            if key not in CoreConfig.model_fields:
+                raise ValueError(f"ModelSpec '{self.name}': ignores names '{key}', which is not one of aotcheck's settings")
+        if "params" in self.rngs:
+            raise ValueError(f"ModelSpec '{self.name}': rngs names the streams the step draws; 'params' is init's, drop it")
 
     def paths(self) -> tuple[str, ...]:
         return tuple(p for p, f in (("linen", self.linen), ("nnx", self.nnx)) if f is not None)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aotcheck import _cache, _mesh, _program, _sharding, _state
+from aotcheck import _cache, _mesh, _names, _program, _sharding, _state
 from aotcheck._analysis import Compile, analyse
 from aotcheck._config import RunConfig, parse_overrides
 from aotcheck._fingerprint import inputs_key
@@ -92,25 +92,32 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     timings: dict[str, float] = {}
     warnings: list[str] = []
     cfg, entry = configure(request)
+    warnings.extend(
+        f"--set {key}: model '{entry.name}' does not read this setting (its ModelSpec ignores it), so it changes nothing"
+        for key in parse_overrides(request.overrides) if key in entry.spec.ignores
+    )
     path: _state.Path = "nnx" if cfg.core.pure_nnx else "linen"
     topology = get_topology(request.topology)
     options = _program.compiler_options(request.fast)
     report_key = _report_key(request, cfg, entry)
     if report_key is not None and (hit := _cached(report_key)) is not None:
-        return Built(hit, None)
+        # Padded specs are known only while tracing; unknown names are in the report itself.
+        return Built(hit, None, tuple(warnings + _names.warnings(hit, ())))
     with _timed(timings, "target_seconds"):
         target = make_target(topology, request.num_slices, request.backend)
     plan = _mesh.plan_mesh(cfg, target)
     mesh = _mesh.build_mesh(plan, target, cfg.core.allow_split_physical_axes)
     mesh_shape = plan.shape
+    # A mesh axis that no rule names stands for itself (models annotated with mesh axis names).
+    rules = _sharding.effective_rules(cfg.rules, plan.axis_names)
 
     say(f"building the abstract {path} state of {entry.name}")
     batch = _state.abstract_batch(cfg, entry.spec, _state.global_batch_size(cfg, len(target.devices)))
     with _timed(timings, "state_seconds"):
-        abstract = _state.abstract_state(cfg, entry.spec, path, batch)
-    specs = tuple(_sharding.leaf_spec(leaf.shape, leaf.logical_axes, cfg.rules, mesh_shape, f"leaf {leaf.path}")
+        abstract = _state.abstract_state(cfg, entry.spec, path, batch, mesh, rules)
+    specs = tuple(_sharding.leaf_spec(leaf.shape, leaf.logical_axes, rules, mesh_shape, f"leaf {leaf.path}")
                   for leaf in abstract.leaves)
-    batch_specs = {k: _sharding.leaf_spec(f.shape, f.logical_axes, cfg.rules, mesh_shape, f"batch '{k}'")
+    batch_specs = {k: _sharding.leaf_spec(f.shape, f.logical_axes, rules, mesh_shape, f"batch '{k}'")
                    for k, f in batch.items()}
     leaves = {leaf.path: _leaf(leaf, spec, mesh_shape) for leaf, spec in zip(abstract.leaves, specs, strict=True)}
 
@@ -118,7 +125,7 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     executable = None
     if request.compile:
         say(f"lowering train_step for {target.name}")
-        lowered = _program.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh)
+        lowered = _program.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh, rules)
         timings["lower_seconds"] = lowered.lower_seconds
         cache_key = _cache.key(lowered.lowered.as_text(), target.name, target.backend,
                                mesh={"axes": plan.axis_names, "ici": plan.ici, "dcn": plan.dcn},
@@ -142,6 +149,7 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         compile=compiled,
         timings=timings,
     )
+    warnings[:0] = _names.warnings(report, abstract.padded)
     if report_key is not None and (warning := _cache.put("r", report_key, report)):
         warnings.append(warning)
     return Built(report, executable, tuple(warnings))
@@ -196,7 +204,7 @@ def _header(cfg: RunConfig, entry: ModelEntry, path: _state.Path, target: Target
             dcn=dict(zip(plan.axis_names, plan.dcn, strict=True)),
         ),
         rules=cfg.rules,
-        config={k: v for k, v in cfg.as_dict().items() if k != "logical_axis_rules"},
+        config={k: v for k, v in cfg.as_dict().items() if k != "logical_axis_rules" and k not in entry.spec.ignores},
     )
 
 

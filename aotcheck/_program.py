@@ -1,48 +1,25 @@
 """The training step for each path, jitted with the state's shardings, lowered and compiled.
 
-One real step: forward, the model's loss, gradients, optimizer update. The state is
-donated, as in training, so its buffers alias the outputs.
+The step is the model's own `train_step` or the default (forward, the loss, gradients,
+optimizer update; see `aotcheck._steps`). The state is donated, as in training, so its
+buffers alias the outputs; it is traced inside the run's mesh and Flax's logical axis
+rules, so the model's activation constraints apply as on the pod.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aotcheck._config import RunConfig
+from aotcheck._config import Rules, RunConfig
 from aotcheck._errors import BuildError, UsageError, one_line
 from aotcheck._model import BatchField, ModelSpec
-from aotcheck._sharding import Spec, activation_rules, partition_spec
+from aotcheck._sharding import Spec, partition_spec
 from aotcheck._state import AbstractState
-
-
-def train_step(spec: ModelSpec, state: AbstractState) -> Callable[[Any, Any], tuple[Any, Any]]:
-    """`step(state, batch) -> (state, loss)` for the state's path."""
-    if state.path == "linen":
-        import jax
-
-        def linen_step(ts: Any, batch: Mapping[str, Any]) -> tuple[Any, Any]:
-            def loss_of(params: Any) -> Any:
-                return spec.loss(lambda *a, **k: ts.apply_fn({"params": params}, *a, **k), batch)
-
-            loss, grads = jax.value_and_grad(loss_of)(ts.params)
-            return ts.apply_gradients(grads=grads), loss
-
-        return linen_step
-
-    from flax import nnx
-
-    graphdef = state.graphdef
-
-    def nnx_step(tree: Any, batch: Mapping[str, Any]) -> tuple[Any, Any]:
-        ts = nnx.merge(graphdef, tree)
-        loss, grads = nnx.value_and_grad(lambda model: spec.loss(model, batch))(ts.model)
-        ts.optimizer.update(ts.model, grads)
-        return nnx.state(ts), loss
-
-    return nnx_step
+from aotcheck._steps import rng_hint, step_function
+from aotcheck._tracing import tracing
 
 
 @dataclass(frozen=True)
@@ -59,6 +36,7 @@ def lower(
     batch: Mapping[str, BatchField],
     batch_specs: Mapping[str, Spec],
     mesh: Any,
+    rules: Rules,
 ) -> Lowered:
     """Jit the step with the state's and batch's shardings (state donated) and lower it for `mesh`."""
     import jax
@@ -72,19 +50,20 @@ def lower(
     batch_sh = {k: named(batch_specs[k]) for k in batch}
     batch_tree = {k: jax.ShapeDtypeStruct(f.shape, f.dtype) for k, f in batch.items()}
     step = jax.jit(
-        train_step(spec, state),
+        step_function(cfg, spec, state.path, state.graphdef),
         in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, named(())),
         donate_argnums=0,
     )
     start = time.perf_counter()
     try:
-        with jax.set_mesh(mesh), activation_rules(cfg.rules, mesh):
+        with tracing(rules, mesh):
             lowered = step.lower(state.tree, batch_tree)
     except (UsageError, BuildError):
         raise
     except Exception as exc:
-        raise BuildError(f"model '{spec.name}' ({state.path}): lowering train_step failed: {one_line(exc)}") from exc
+        hint = rng_hint(spec, exc) or "lowering train_step failed:"
+        raise BuildError(f"model '{spec.name}' ({state.path}): {hint} {one_line(exc)}") from exc
     return Lowered(lowered, time.perf_counter() - start)
 
 

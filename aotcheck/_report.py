@@ -110,6 +110,14 @@ class Unannotated(Record):
     bytes_per_device: int
 
 
+class UnmatchedAxis(Record):
+    """A logical axis name that neither a rule nor the mesh knows: its dimensions are replicated."""
+
+    name: str
+    leaves: tuple[str, ...]
+    bytes_per_device: int
+
+
 class Totals(Record):
     leaves: int
     parameters: int
@@ -142,7 +150,8 @@ class Report(Record):
     def _upgrade(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = {k: v for k, v in data.items() if k != "totals"}  # derived: recomputed, never trusted
+        # derived: recomputed, never trusted
+        data = {k: v for k, v in data.items() if k not in ("totals", "unmatched_logical_axes")}
         if data.get("schema") in OLD_SCHEMAS:
             old = data["schema"]
             data = {**data, "schema": SCHEMA, "read_from_schema": old}
@@ -171,6 +180,22 @@ class Report(Record):
                 leaves=tuple(p for p, _ in unannotated),
                 bytes_per_device=sum(leaf.bytes_per_device for _, leaf in unannotated),
             ),
+        )
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def unmatched_logical_axes(self) -> tuple[UnmatchedAxis, ...]:
+        """Names on leaves that no rule and no mesh axis knows (Flax replicates them silently), by name."""
+        known = {name for name, _ in self.header.rules} | set(self.header.mesh.axis_names)
+        found: dict[str, list[str]] = {}
+        for path, leaf in self.leaves.items():
+            for name in leaf.logical_axes or ():
+                if isinstance(name, str) and name not in known:
+                    found.setdefault(name, []).append(path)
+        return tuple(
+            UnmatchedAxis(name=name, leaves=tuple(paths),
+                          bytes_per_device=sum(self.leaves[p].bytes_per_device for p in paths))
+            for name, paths in sorted(found.items())
         )
 
     @property

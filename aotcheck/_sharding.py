@@ -9,11 +9,9 @@ treats the rules as a dict, so aotcheck resolves both paths here, through
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aotcheck._config import Rules
@@ -170,33 +168,37 @@ def nbytes(shape: Sequence[int], dtype: str) -> int:
     return math.prod(shape) * itemsize(dtype)
 
 
-# Activation sharding constraints. Models call `constrain` while aotcheck traces their
-# step; the rules and mesh of that trace are carried here so that model code stays free
-# of aotcheck plumbing and runs unchanged (unconstrained) outside aotcheck.
-_ACTIVE: contextvars.ContextVar[tuple[Rules, Any] | None] = contextvars.ContextVar("aotcheck_rules", default=None)
+def effective_rules(rules: Rules, mesh_axes: Sequence[str]) -> Rules:
+    """The run's rules, then each mesh axis that no rule names standing for itself.
+
+    Models written with mesh axis names (`nn.with_partitioning(init, ("fsdp", "tensor"))`)
+    then get those axes, while a rule of the same name still wins.
+
+    Example:
+        >>> effective_rules((("embed", ("fsdp",)),), ("data", "fsdp"))
+        (('embed', ('fsdp',)), ('data', ('data',)), ('fsdp', ('fsdp',)))
+    """
+    named = {name for name, _ in rules}
+    return tuple(rules) + tuple((axis, (axis,)) for axis in mesh_axes if axis not in named)
 
 
-@contextlib.contextmanager
-def activation_rules(rules: Rules, mesh: Any) -> Iterator[None]:
-    token = _ACTIVE.set((rules, mesh))
-    try:
-        yield
-    finally:
-        _ACTIVE.reset(token)
+def unmatched(logical_axes: Sequence[Any] | None, rules: Rules) -> tuple[str, ...]:
+    """The names of `logical_axes` that no rule (of the effective rules) knows: replicated, silently in Flax.
+
+    Example:
+        >>> unmatched(("embed", "heads", None), (("embed", ("fsdp",)),))
+        ('heads',)
+    """
+    known = {name for name, _ in rules}
+    return tuple(n for n in (logical_axes or ()) if isinstance(n, str) and n not in known)
 
 
 def constrain(x: Any, logical_axes: Sequence[str | None]) -> Any:
-    """Shard an activation by logical axis names under the active rules (a no-op outside aotcheck)."""
-    active = _ACTIVE.get()
-    if active is None:
-        return x
-    import jax
-    from jax.sharding import NamedSharding
+    """An alias of `flax.linen.with_logical_constraint(x, logical_axes)`, kept for older model code.
 
-    rules, mesh = active
-    spec = normalise(resolve(logical_axes, rules), dict(mesh.shape))
-    if indivisible(x.shape, spec, dict(mesh.shape)):
-        # Small activations (a batch smaller than the data axes) stay unconstrained rather
-        # than failing: XLA then picks their layout, as it would without the annotation.
-        return x
-    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, partition_spec(spec)))
+    aotcheck traces every model inside Flax's `logical_axis_rules` and the run's mesh, so
+    Flax's own call shards the activation; outside such a context it returns `x` unchanged.
+    """
+    from flax import linen as nn
+
+    return nn.with_logical_constraint(x, tuple(logical_axes))

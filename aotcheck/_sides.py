@@ -102,3 +102,13 @@ def describe(report: Report) -> str:
     if h.path == "maxtext":
         return h.model_source
     return f"{h.model} ({h.path}) on {h.topology.name if h.topology else '?'}"
+
+
+def model_rewrites(request: Any) -> _canonical.Rewrites:
+    """configs/canonical.yml, then the model's own `ModelSpec.rewrites` (sides built from a request)."""
+    from aotcheck._pipeline import configure
+
+    spec = configure(request)[1].spec
+    if not spec.rewrites:
+        return _canonical.defaults()
+    return _canonical.defaults().then(_canonical.parse(dict(spec.rewrites), f"ModelSpec '{spec.name}' rewrites"))

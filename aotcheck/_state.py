@@ -1,9 +1,9 @@
-"""Abstract train state for either path: `init_state_fn`, eval_shape, and its leaves.
+"""Abstract train state for either path: the path's state builder, eval_shape, and its leaves.
 
-`init_state_fn(cfg, spec, path)` is the zero-argument builder that `pure_nnx` chooses
-between: Linen gives a flax `TrainState` (params, AdamW state, step), NNX a `TrainState`
-module holding the model and an `nnx.Optimizer`. The state is only ever evaluated
-abstractly (`jax.eval_shape` / `nnx.eval_shape`): no weight memory is allocated.
+The builder (`aotcheck._steps.state_builder`: the model's own `init_state` or the default)
+is only ever evaluated abstractly (`jax.eval_shape` / `nnx.eval_shape`), inside the run's
+mesh and Flax's rules: no weight memory is allocated. Every leaf's logical axes come from
+the state's own metadata (Linen `Partitioned` boxes, NNX `out_sharding`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aotcheck._config import RunConfig
+from aotcheck._config import Rules, RunConfig
 from aotcheck._errors import BuildError, UsageError, one_line
 from aotcheck._model import BatchField, ModelSpec
+from aotcheck._sharding import leaf_spec
+from aotcheck._steps import state_builder
+from aotcheck._tracing import tracing
 
 Path = Literal["linen", "nnx"]
 Role = Literal["param", "optimizer", "step", "rng", "other"]
@@ -37,6 +40,7 @@ class AbstractState:
     tree: Any  # pytree of jax.ShapeDtypeStruct, the step's first argument
     leaves: tuple[Leaf, ...]  # in tree-flatten order
     graphdef: Any = None  # NNX only: rebuilds the TrainState module inside the step
+    padded: tuple[str, ...] = ()  # leaves annotated with fewer names than dimensions
 
 
 def optimizer(cfg: RunConfig, spec: ModelSpec) -> Any:
@@ -94,82 +98,6 @@ def _check_batch_field(model: str, name: str, f: Any) -> None:
         raise BuildError(f"{where}: '{f.dtype}' is not a dtype") from None
 
 
-def _zeros_batch(fields: Mapping[str, BatchField]) -> dict[str, Any]:
-    import jax.numpy as jnp
-
-    return {name: jnp.zeros(f.shape, f.dtype) for name, f in fields.items()}
-
-
-def init_state_fn(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[str, BatchField]) -> Callable[[], Any]:
-    """The zero-argument state builder for one path, to be evaluated abstractly."""
-    factory: Any = spec.linen if path == "linen" else spec.nnx
-    if factory is None:
-        raise UsageError(f"model '{spec.name}' has no {path} path: its ModelSpec gives {spec.paths()[0]} (set ModelSpec.{path})")
-    tx = optimizer(cfg, spec)
-
-    if path == "linen":
-        import jax
-        from flax.training import train_state
-
-        def init_linen() -> Any:
-            module = _call_factory(spec, "linen", lambda: factory(cfg))
-            captured: dict[str, Any] = {}
-
-            # The model's call signature is known only to the loss, so initialise through it.
-            def apply(*args: Any, **kwargs: Any) -> Any:
-                out, variables = module.init_with_output(jax.random.key(0), *args, **kwargs)
-                captured.update(variables)
-                return out
-
-            _call_loss(spec, "linen", apply, _zeros_batch(batch))
-            return train_state.TrainState.create(apply_fn=module.apply, params=captured["params"], tx=tx)
-
-        return init_linen
-
-    from flax import nnx
-
-    class TrainState(nnx.Module):
-        """The model and its optimizer (`nnx.Optimizer` keeps no reference to the model)."""
-
-        def __init__(self, model: nnx.Module, opt: nnx.Optimizer):
-            self.model = model
-            self.optimizer = opt
-
-    def init_nnx() -> Any:
-        # aotcheck resolves `out_sharding` names itself (Linen rule semantics); NNX's eager
-        # sharding would try to resolve them at creation, against no mesh.
-        with nnx.use_eager_sharding(False):
-            model = _call_factory(spec, "nnx", lambda: factory(cfg, nnx.Rngs(params=0, dropout=1)))
-            # As Linen's init does: a batch that does not fit the model fails here, by name,
-            # rather than deep inside lowering. Abstract, so it costs one trace.
-            _call_loss(spec, "nnx", model, _zeros_batch(batch))
-            return TrainState(model, nnx.Optimizer(model, tx, wrt=nnx.Param))
-
-    return init_nnx
-
-
-def _call_factory(spec: ModelSpec, path: str, make: Callable[[], Any]) -> Any:
-    try:
-        return make()
-    except (UsageError, BuildError):
-        raise
-    except Exception as exc:
-        raise BuildError(f"model '{spec.name}': the {path} factory raised {one_line(exc)}") from exc
-
-
-def _call_loss(spec: ModelSpec, path: str, apply: Callable[..., Any], batch: Mapping[str, Any]) -> Any:
-    try:
-        return spec.loss(apply, batch)
-    except (UsageError, BuildError):
-        raise
-    except Exception as exc:
-        shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in batch.items())
-        raise BuildError(
-            f"model '{spec.name}' ({path}): the loss failed on the batch ({shapes}); "
-            f"does batch() fit the model? {one_line(exc)}"
-        ) from exc
-
-
 def key_str(key: Any) -> str:
     for attr in ("key", "name", "idx"):
         if hasattr(key, attr):
@@ -181,24 +109,64 @@ def path_str(keys: Any) -> str:
     return "/".join(key_str(k) for k in keys)
 
 
-def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[str, BatchField]) -> AbstractState:
-    """Evaluate `init_state_fn` abstractly and describe every leaf."""
+def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[str, BatchField],
+                   mesh: Any, rules: Rules) -> AbstractState:
+    """Evaluate the path's state builder abstractly, inside the run's mesh and rules, and describe every leaf."""
+    build = state_builder(cfg, spec, path, optimizer(cfg, spec), batch, mesh, rules)
+
+    try:
+        with tracing(rules, mesh):
+            evaluated = _evaluate(build, path)
+        return _describe(spec, path, evaluated)
+    except UsageError:
+        raise
+    except BuildError as exc:
+        failure = exc
+    except Exception as exc:
+        failure = BuildError(f"model '{spec.name}' ({path}): abstract init failed: {one_line(exc)}")
+        failure.__cause__ = exc
+    # Inside the rules Flax constrains each parameter as it is created, so a bad annotation
+    # fails there with jax's words; outside them it builds, and the leaf checks name it.
+    try:
+        plain = _describe(spec, path, _evaluate(build, path))
+    except UsageError:
+        raise
+    except Exception:
+        raise failure from None
+    for leaf in plain.leaves:
+        leaf_spec(leaf.shape, leaf.logical_axes, rules, dict(mesh.shape), f"leaf {leaf.path}")
+    raise failure
+
+
+def _evaluate(build: Callable[[], Any], path: Path) -> Any:
     import jax
 
-    build = init_state_fn(cfg, spec, path, batch)
+    if path == "linen":
+        return jax.eval_shape(build)
+    from flax import nnx
+
+    # Not `nnx.eval_shape`: with a mesh set it attaches shardings resolved by NNX's own
+    # (dict) reading of the rules; aotcheck resolves every leaf itself, first match.
+    graphdef, abstract = jax.eval_shape(lambda: nnx.split(build()))
+    return nnx.merge(graphdef, abstract)
+
+
+def _describe(spec: ModelSpec, path: Path, evaluated: Any) -> AbstractState:
+    import jax
+
     if path == "linen":
         from flax import linen as nn
 
-        boxed = _evaluate(jax.eval_shape, build, spec, path)
-        tree = nn.meta.unbox(boxed)
-        metas = jax.tree_util.tree_leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
-        axes = [tuple(m.names) if isinstance(m, nn.LogicallyPartitioned) else None for m in metas]
+        tree = nn.meta.unbox(evaluated)
+        # `nn.Partitioned` (mesh axis names) is the base of `LogicallyPartitioned`: both name axes.
+        metas = jax.tree_util.tree_leaves(evaluated, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+        axes = [tuple(m.names) if isinstance(m, nn.Partitioned) else None for m in metas]
         graphdef = None
         roles = [_linen_role(p) for p in _paths(tree)]
     else:
         from flax import nnx
 
-        graphdef, tree = nnx.split(_evaluate(nnx.eval_shape, build, spec, path))
+        graphdef, tree = nnx.split(evaluated)
         variables = jax.tree_util.tree_leaves(tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
         axes = [_nnx_axes(v) for v in variables]
         roles = [_nnx_role(p, v) for p, v in zip(_paths(tree), variables, strict=True)]
@@ -206,26 +174,20 @@ def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[s
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     if len(flat) != len(axes):
         raise BuildError(f"model '{spec.name}' ({path}): state leaves and their annotations do not line up")
-    leaves = tuple(
-        Leaf(path_str(keys), role, tuple(a.shape), str(a.dtype), ax)
-        for (keys, a), ax, role in zip(flat, axes, roles, strict=True)
-    )
-    for leaf in leaves:
-        if leaf.logical_axes is not None and len(leaf.logical_axes) != len(leaf.shape):
+    leaves, padded = [], []
+    for (keys, a), ax, role in zip(flat, axes, roles, strict=True):
+        leaf = Leaf(path_str(keys), role, tuple(a.shape), str(a.dtype), ax)
+        if ax is not None and len(ax) > len(leaf.shape):
             raise UsageError(
-                f"leaf {leaf.path}: {len(leaf.logical_axes)} logical axes {list(leaf.logical_axes)} "
-                f"for a rank-{len(leaf.shape)} array; give one name (or None) per dimension"
+                f"leaf {leaf.path}: {len(ax)} logical axes {list(ax)} for a rank-{len(leaf.shape)} array; "
+                f"give at most one name (or None) per dimension"
             )
-    return AbstractState(path=path, tree=tree, leaves=leaves, graphdef=graphdef)
-
-
-def _evaluate(eval_shape: Callable[[Callable[[], Any]], Any], build: Callable[[], Any], spec: ModelSpec, path: str) -> Any:
-    try:
-        return eval_shape(build)
-    except (UsageError, BuildError):
-        raise
-    except Exception as exc:
-        raise BuildError(f"model '{spec.name}' ({path}): abstract init failed: {one_line(exc)}") from exc
+        if ax is not None and len(ax) < len(leaf.shape):
+            # Flax and jax pad a short spec with None (the trailing dimensions are replicated).
+            leaf = Leaf(leaf.path, role, leaf.shape, leaf.dtype, ax + (None,) * (len(leaf.shape) - len(ax)))
+            padded.append(leaf.path)
+        leaves.append(leaf)
+    return AbstractState(path=path, tree=tree, leaves=tuple(leaves), graphdef=graphdef, padded=tuple(padded))
 
 
 def _paths(tree: Any) -> list[str]:
@@ -236,7 +198,7 @@ def _paths(tree: Any) -> list[str]:
 
 def _linen_role(path: str) -> Role:
     head = path.split("/", 1)[0]
-    return {"params": "param", "opt_state": "optimizer", "step": "step"}.get(head, "other")  # type: ignore[return-value]
+    return {"params": "param", "opt_state": "optimizer", "step": "step", "rng": "rng"}.get(head, "other")  # type: ignore[return-value]
 
 
 def _nnx_role(path: str, variable: Any) -> Role:

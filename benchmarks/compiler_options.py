@@ -72,11 +72,12 @@ def lowered_for(request: pipeline.Request) -> Any:
     plan = mesh_mod.plan_mesh(cfg, target)
     mesh = mesh_mod.build_mesh(plan, target, cfg.core.allow_split_physical_axes)
     batch = state.abstract_batch(cfg, entry.spec, state.global_batch_size(cfg, len(target.devices)))
-    abstract = state.abstract_state(cfg, entry.spec, path, batch)
-    specs = tuple(sharding.leaf_spec(leaf.shape, leaf.logical_axes, cfg.rules, plan.shape, leaf.path)
+    rules = sharding.effective_rules(cfg.rules, plan.axis_names)
+    abstract = state.abstract_state(cfg, entry.spec, path, batch, mesh, rules)
+    specs = tuple(sharding.leaf_spec(leaf.shape, leaf.logical_axes, rules, plan.shape, leaf.path)
                   for leaf in abstract.leaves)
-    batch_specs = {k: sharding.leaf_spec(f.shape, f.logical_axes, cfg.rules, plan.shape, k) for k, f in batch.items()}
-    return step.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh).lowered
+    batch_specs = {k: sharding.leaf_spec(f.shape, f.logical_axes, rules, plan.shape, k) for k, f in batch.items()}
+    return step.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh, rules).lowered
 
 
 def figures(executable: Any) -> dict[str, Any]:

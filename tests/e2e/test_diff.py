@@ -102,7 +102,8 @@ def report_json(tmp_path: Path, name: str, **request: Any) -> Path:
 
 
 def test_divergent_nnx_variant_gives_exactly_its_three_findings() -> None:
-    result = invoke("linen", "nnx", "--model", model("DIVERGENT"), "--no-compile", "--format", "json")
+    # --names: logical names that differ under an equal PartitionSpec count too.
+    result = invoke("linen", "nnx", "--model", model("DIVERGENT"), "--no-compile", "--format", "json", "--names")
     assert result.exit_code == 1, result.output
     out = json.loads(result.stdout)
     real = {(f["category"], f["leaf"]): f for f in out["findings"] if not f["explained"]}
@@ -118,6 +119,11 @@ def test_divergent_nnx_variant_gives_exactly_its_three_findings() -> None:
     for finding in real.values():
         assert "same in opt/0/mu, opt/0/nu" in finding["note"]
     assert out["differences"] == 3 and out["verdict"] == "3 differences"
+    # Without it, the renamed axis is an explained note: the sharding is the same.
+    plain = json.loads(invoke("linen", "nnx", "--model", model("DIVERGENT"), "--no-compile", "--format", "json").stdout)
+    assert plain["differences"] == 2
+    (renamed,) = [f for f in plain["findings"] if f["category"] == "logical axes changed"]
+    assert renamed["explained"] and renamed["note"].startswith("only the names differ: the same PartitionSpec")
 
 
 def test_matching_nnx_variant_is_clean_and_its_rng_state_is_only_a_note() -> None:

@@ -119,7 +119,9 @@ class NnxDropout(nnx.Module):
         return self.dropout(x @ self.w[...])
 
 
-RNG_STATE = aotcheck.ModelSpec(name="rng-state", nnx=NnxDropout, batch=_vectors, loss=lambda apply, b: apply(b["x"]).mean())
+RNG_STATE = aotcheck.ModelSpec(name="rng-state", nnx=NnxDropout, batch=_vectors, loss=lambda apply, b: apply(b["x"]).mean(),
+                             rngs=("dropout",))
+UNDECLARED_RNG = dataclasses.replace(RNG_STATE, rngs=())
 '''
 
 
@@ -311,7 +313,7 @@ def test_importing_aotcheck_neither_imports_jax_nor_changes_the_environment() ->
          "error: model 'user_models:BAD_BACH': module 'user_models' has no attribute 'BAD_BACH'; did you mean BAD_BATCH?"),
         ("user_models:SPEC",
          "error: model 'user_models:SPEC': module 'user_models' has no attribute 'SPEC'; its ModelSpecs: BAD_BATCH, "
-         "BATCH_AXES, BATCH_DTYPE, BATCH_TUPLE, LINEN_ONLY, LINEN_RAISES, MIXER, NNX_ONLY, NNX_RAISES, RNG_STATE, SGD, UNANNOTATED"),
+         "BATCH_AXES, BATCH_DTYPE, BATCH_TUPLE, LINEN_ONLY, LINEN_RAISES, MIXER, NNX_ONLY, NNX_RAISES, RNG_STATE, SGD, UNANNOTATED, UNDECLARED_RNG"),
         ("user_models:NOT_A_SPEC",
          "error: model 'user_models:NOT_A_SPEC': user_models:NOT_A_SPEC is not an aotcheck.ModelSpec (it is int)"),
         ("user_models:", "error: model 'user_models:': give the attribute too, as user_models:NAME"),
@@ -340,6 +342,14 @@ def test_a_batch_that_does_not_fit_the_model_is_named(path: str) -> None:
         f"error: model 'mixer' ({path}): the loss failed on the batch (images float32[4, 16, 16, 3], labels int32[4]); "
         "does batch() fit the model? TypeError: dot_general requires contracting dimensions to have the same shape"
     )
+
+
+def test_an_rng_stream_the_spec_does_not_name_gets_the_rngs_hint() -> None:
+    err = fails("compile", "--model", "user_models:UNDECLARED_RNG", "-t", "v5p-8", "--no-compile", code=3)
+    assert err.startswith(
+        "error: model 'rng-state' (nnx): the model draws an RNG stream that ModelSpec(rngs=...) does not name "
+        "(it names []); add it: KeyError: \"No RngStream named 'dropout' found in Rngs.\""
+    ), err
 
 
 @pytest.mark.parametrize(

@@ -222,3 +222,12 @@ def test_findings_are_sorted_by_category_then_leaf():
                                      "before": {"shape": [], "dtype": "int32", "logical_axes": None,
                                                 "partition_spec": []},
                                      "after": None, "explained": False, "note": ""}
+
+
+def test_names_that_differ_under_an_equal_partition_spec_are_notes_when_asked():
+    table = linen_leaves()
+    table["params/decoder/norm/scale"] = leaf("param", (64,), "float32", ("fsdp",), ("fsdp",))  # a mesh axis name
+    (strict,) = compare(report(), report(table))
+    assert strict.category == Category.LOGICAL_AXES and not strict.explained
+    (note,) = compare(report(), report(table), names_are_notes=True)
+    assert note.explained and note.note == "only the names differ: the same PartitionSpec P('fsdp')"

@@ -115,3 +115,28 @@ def test_overrides_parse_yaml_values():
 def test_an_unknown_config_key_is_refused_with_a_suggestion():
     with pytest.raises(UsageError, match=r"^config: unknown key 'ici_fsdp_paralelism'; did you mean ici_fsdp_parallelism"):
         _config.validate({"ici_fsdp_paralelism": 2}, _config.NoModelFields)
+
+
+MAXTEXT_AXES = ["diloco", "data", "stage", "fsdp", "fsdp_transpose", "sequence", "context", "context_autoregressive",
+                "tensor", "tensor_transpose", "tensor_sequence", "expert", "autoregressive"]
+
+
+def test_maxtexts_own_mesh_axes_pass_through_with_their_own_parallelism_keys():
+    p = plan({"mesh_axes": MAXTEXT_AXES, "ici_fsdp_parallelism": -1, "ici_context_parallelism": 2,
+              "ici_tensor_sequence_parallelism": 2, "ici_pipeline_parallelism": 2,
+              "logical_axis_rules": [["activation_length", ["sequence", "context"]]]})
+    assert p.axis_names == tuple(MAXTEXT_AXES)
+    assert p.shape["context"] == 2 and p.shape["tensor_sequence"] == 2 and p.shape["stage"] == 2
+    assert p.shape["fsdp"] == 8 and p.shape["diloco"] == 1
+
+
+def test_the_parallelism_of_an_axis_not_in_the_mesh_is_an_error():
+    with pytest.raises(UsageError) as info:
+        plan({"ici_contxt_parallelism": 2, "mesh_axes": ["data", "fsdp", "context"]})
+    assert str(info.value) == "config: ici_contxt_parallelism sets mesh axis 'contxt', which is not in mesh_axes; did you mean context?"
+
+
+def test_a_user_axis_parallelism_shows_in_the_settings_as_given():
+    cfg = _config.validate({"mesh_axes": ["data", "fsdp", "context"], "ici_context_parallelism": 2}, _config.NoModelFields)
+    settings = cfg.as_dict()
+    assert settings["ici_context_parallelism"] == 2 and "parallelism" not in settings

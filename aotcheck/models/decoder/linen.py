@@ -100,7 +100,7 @@ class DecoderLayer(_Layer):
             x = x + MoeBlock(self.cfg, name="MoeBlock_0")(h)
         else:
             x = x + MLP(self.cfg, name="mlp")(h)
-        return ops.constrain(x, ops.BATCH_LENGTH_EMBED), None
+        return nn.with_logical_constraint(x, ops.BATCH_LENGTH_EMBED), None
 
 
 class Decoder(_Layer):

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 from flax import nnx
 
 import aotcheck.models.decoder.ops as ops
@@ -122,7 +123,7 @@ class DecoderLayer(nnx.Module):
         x = x + self.self_attention(self.pre_self_attention_layer_norm(x), positions)
         h = self.post_self_attention_layer_norm(x)
         x = x + (self.MoeBlock_0(h) if hasattr(self, "MoeBlock_0") else self.mlp(h))
-        return ops.constrain(x, ops.BATCH_LENGTH_EMBED)
+        return nn.with_logical_constraint(x, ops.BATCH_LENGTH_EMBED)
 
 
 class Decoder(nnx.Module):

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-
-from aotcheck import constrain
+from flax import linen as nn
 
 BATCH_LENGTH_EMBED = ("activation_batch", "activation_length", "activation_embed")
 
@@ -48,12 +47,12 @@ def attention(
     q = jnp.einsum("bld,dhk->blhk", x, query.astype(dtype))
     k = jnp.einsum("bld,dhk->blhk", x, key.astype(dtype))
     v = jnp.einsum("bld,dhk->blhk", x, value.astype(dtype))
-    q = constrain(rope(q, positions, max_timescale), ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
-    k = constrain(rope(k, positions, max_timescale), ("activation_batch", "activation_length", "activation_kv_heads", "activation_kv"))
-    v = constrain(v, ("activation_batch", "activation_length", "activation_kv_heads", "activation_kv"))
+    q = nn.with_logical_constraint(rope(q, positions, max_timescale), ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
+    k = nn.with_logical_constraint(rope(k, positions, max_timescale), ("activation_batch", "activation_length", "activation_kv_heads", "activation_kv"))
+    v = nn.with_logical_constraint(v, ("activation_batch", "activation_length", "activation_kv_heads", "activation_kv"))
     y = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
-    y = constrain(y, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
-    return constrain(jnp.einsum("blhk,hkd->bld", y, out.astype(dtype)), BATCH_LENGTH_EMBED)
+    y = nn.with_logical_constraint(y, ("activation_batch", "activation_length", "activation_heads", "activation_kv"))
+    return nn.with_logical_constraint(jnp.einsum("blhk,hkd->bld", y, out.astype(dtype)), BATCH_LENGTH_EMBED)
 
 
 def _activation(name: str, x: jax.Array) -> jax.Array:
@@ -66,8 +65,8 @@ def gated_mlp(
     x = x.astype(dtype)
     h0 = _activation(activations[0], jnp.einsum("bld,dm->blm", x, wi_0.astype(dtype)))
     h1 = _activation(activations[1], jnp.einsum("bld,dm->blm", x, wi_1.astype(dtype)))
-    h = constrain(h0 * h1, ("activation_batch", "activation_length", "activation_mlp"))
-    return constrain(jnp.einsum("blm,md->bld", h, wo.astype(dtype)), BATCH_LENGTH_EMBED)
+    h = nn.with_logical_constraint(h0 * h1, ("activation_batch", "activation_length", "activation_mlp"))
+    return nn.with_logical_constraint(jnp.einsum("blm,md->bld", h, wo.astype(dtype)), BATCH_LENGTH_EMBED)
 
 
 def routed_experts(
@@ -103,21 +102,21 @@ def routed_experts(
     combine = jnp.einsum("blkec,blk->blec", dispatch, weights.astype(dtype))
     dispatch = jnp.sum(dispatch, axis=2)
     expert_axes = ("activation_batch_moe", "activation_exp", None, "activation_embed")
-    routed = constrain(jnp.einsum("bld,blec->becd", x, dispatch), expert_axes)
+    routed = nn.with_logical_constraint(jnp.einsum("bld,blec->becd", x, dispatch), expert_axes)
     h0 = _activation(activations[0], jnp.einsum("becd,edm->becm", routed, wi_0.astype(dtype)))
     h1 = _activation(activations[1], jnp.einsum("becd,edm->becm", routed, wi_1.astype(dtype)))
-    h = constrain(h0 * h1, ("activation_batch_moe", "activation_exp", None, "activation_mlp"))
-    y = constrain(jnp.einsum("becm,emd->becd", h, wo.astype(dtype)), expert_axes)
-    return constrain(jnp.einsum("becd,blec->bld", y, combine), BATCH_LENGTH_EMBED)
+    h = nn.with_logical_constraint(h0 * h1, ("activation_batch_moe", "activation_exp", None, "activation_mlp"))
+    y = nn.with_logical_constraint(jnp.einsum("becm,emd->becd", h, wo.astype(dtype)), expert_axes)
+    return nn.with_logical_constraint(jnp.einsum("becd,blec->bld", y, combine), BATCH_LENGTH_EMBED)
 
 
 def embed(tokens: jax.Array, table: jax.Array, dtype: jnp.dtype) -> jax.Array:
-    return constrain(jnp.take(table, tokens, axis=0).astype(dtype), BATCH_LENGTH_EMBED)
+    return nn.with_logical_constraint(jnp.take(table, tokens, axis=0).astype(dtype), BATCH_LENGTH_EMBED)
 
 
 def logits(x: jax.Array, kernel: jax.Array, dtype: jnp.dtype) -> jax.Array:
     y = jnp.einsum("bld,dv->blv", x.astype(dtype), kernel.astype(dtype))
-    return constrain(y, ("activation_embed_and_logits_batch", "activation_length", "activation_vocab"))
+    return nn.with_logical_constraint(y, ("activation_embed_and_logits_batch", "activation_length", "activation_vocab"))
 
 
 def remat_policy(name: str):  # noqa: ANN201 - returns a jax checkpoint policy or None

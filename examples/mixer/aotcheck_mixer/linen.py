@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from aotcheck import RunConfig, constrain
+from aotcheck import RunConfig
 from aotcheck_mixer import ops
 
 _INIT = nn.initializers.lecun_normal()
@@ -82,7 +82,7 @@ class Mixer(_Module):
     def __call__(self, images: jax.Array) -> jax.Array:
         m = self.cfg.model
         x = ops.patchify(images.astype(jnp.dtype(self.cfg.core.dtype)), m.patch_size)
-        x = constrain(Dense(self.cfg, m.patch_size * m.patch_size * 3, m.hidden_dim, ("pixel", "hidden"), name="stem")(x), ops.ACTIVATIONS)
+        x = nn.with_logical_constraint(Dense(self.cfg, m.patch_size * m.patch_size * 3, m.hidden_dim, ("pixel", "hidden"), name="stem")(x), ops.ACTIVATIONS)
         for i in range(m.num_blocks):
             x = Block(self.cfg, name=f"block_{i}")(x)
         x = ops.layer_norm(x, *Norm(self.cfg, m.hidden_dim, name="head_norm")())

@@ -6,9 +6,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 from flax import nnx
 
-from aotcheck import RunConfig, constrain
+from aotcheck import RunConfig
 from aotcheck_mixer import ops
 
 _INIT = jax.nn.initializers.lecun_normal()
@@ -77,7 +78,7 @@ class Mixer(nnx.Module):
     def __call__(self, images: jax.Array) -> jax.Array:
         m = self.cfg.model
         x = ops.patchify(images.astype(jnp.dtype(self.cfg.core.dtype)), m.patch_size)
-        x = constrain(self.stem(x), ops.ACTIVATIONS)
+        x = nn.with_logical_constraint(self.stem(x), ops.ACTIVATIONS)
         for i in range(m.num_blocks):
             x = getattr(self, f"block_{i}")(x)
         x = ops.layer_norm(x, *self.head_norm())

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-from aotcheck import constrain
+from flax import linen as nn
 
 # Activations [batch, patch, hidden]: batch over the data axes, hidden as the base rules say.
 ACTIVATIONS = ("activation_batch", None, "activation_embed")
@@ -42,4 +41,4 @@ def mixer_block(
     y = layer_norm(x, *token_norm).swapaxes(1, 2)
     x = x + mlp(y, *token_mlp).swapaxes(1, 2)
     x = x + mlp(layer_norm(x, *channel_norm), *channel_mlp)
-    return constrain(x, ACTIVATIONS)
+    return nn.with_logical_constraint(x, ACTIVATIONS)
