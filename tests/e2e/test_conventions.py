@@ -86,7 +86,8 @@ def test_quiet_check_prints_only_the_verdict_and_format_json_replaces_json(tmp_p
 
 
 def test_verbose_prints_each_stage_with_its_time_and_quiet_prints_none() -> None:
-    verbose = runner.invoke(app, ["-v", "compile", "--topology", "v5p-8", "--no-compile"])
+    # --no-cache: a report served whole from the cache has no stages to show.
+    verbose = runner.invoke(app, ["-v", "compile", "--topology", "v5p-8", "--no-compile", "--no-cache"])
     assert verbose.exit_code == 0, verbose.stderr
     stages = [line for line in verbose.stderr.splitlines() if re.match(r"^\[\s*\d+\.\d\ds\] \S", line)]
     assert len(stages) >= 2 and stages[-1].endswith("] done")

@@ -16,11 +16,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def pytest_in(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # -p loads the plugin as the pytest11 entry point does once aotcheck is installed.
+    # The plugin loads through aotcheck's pytest11 entry point, as in any project that installs aotcheck.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(directory)])}
     env.pop("PYTEST_ADDOPTS", None)
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "aotcheck.pytest_plugin", "-p", "no:cacheprovider",
-                           *args], cwd=directory, env=env, capture_output=True, text=True, check=False, timeout=900)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=directory, env=env, capture_output=True, text=True, check=False, timeout=900)
 
 
 @pytest.fixture
