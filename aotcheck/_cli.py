@@ -1,7 +1,9 @@
 """The `aotcheck` command line: parses options, calls the library, prints, and sets the exit code.
 
 Exit codes: 0 success; 1 a regression or difference was found; 2 usage or configuration
-error; 3 a model could not be built, lowered or compiled; 4 the step does not fit in HBM.
+error; 3 a model could not be built, lowered or compiled; 4 the step does not fit in HBM;
+5 an internal error (a bug in aotcheck: `--debug` or AOTCHECK_DEBUG=1 shows the traceback);
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from aotcheck._errors import EXIT_DOES_NOT_FIT, EXIT_USAGE, AotcheckError
+from aotcheck._errors import EXIT_DOES_NOT_FIT, EXIT_INTERNAL, EXIT_USAGE, AotcheckError, one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -27,6 +29,8 @@ app = typer.Typer(
     help="What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod.",
 )
 F = TypeVar("F", bound=Callable[..., Any])
+EXIT_INTERRUPTED = 130
+_debug = {"on": False}
 
 
 def _version(value: bool) -> None:
@@ -40,8 +44,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print aotcheck's and its stack's versions.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", envvar="AOTCHECK_DEBUG", help="Show the traceback of an internal error (exit 5).")] = False,
 ) -> None:
     """What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod."""
+    _debug["on"] = debug
 
 
 def _console(stderr: bool = False) -> Console:
@@ -49,21 +55,44 @@ def _console(stderr: bool = False) -> Console:
 
 
 def one_line_errors(fn: F) -> F:
-    """Turn aotcheck's errors into `error: ...` on stderr and their exit code, never a traceback."""
+    """The one error boundary of every command: each failure is one `error: ...` line on stderr and
+    its documented exit code, never a traceback (unless `--debug` asks for one) and never 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
         except AotcheckError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except OSError as exc:  # an unwritable --out or golden directory, a full disk
+            _error(str(exc), exc.exit_code)
+        except OSError as exc:  # an unwritable golden directory, a full disk
             where = f": {exc.filename}" if exc.filename else ""
-            typer.echo(f"error: {exc.strerror or exc}{where}; check the path and its permissions", err=True)
-            raise typer.Exit(EXIT_USAGE) from None
+            _error(f"{exc.strerror or exc}{where}; check the path and its permissions", EXIT_USAGE)
+        except KeyboardInterrupt:
+            _error("interrupted", EXIT_INTERRUPTED)
+        except (Exception, SystemExit) as exc:  # a bug in aotcheck (user code's failures are BuildErrors)
+            if _debug["on"]:
+                import traceback
+
+                traceback.print_exception(exc)
+            _error(f"internal error: {one_line(exc)}; rerun with --debug for the traceback and report it", EXIT_INTERNAL)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _error(message: str, code: int) -> None:
+    lines = message.strip().splitlines() or [""]
+    typer.echo(f"error: {lines[0]}", err=True)
+    raise typer.Exit(code) from None
+
+
+def _finite(value: float | None) -> float | None:
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number; give a relative change such as 0.01")
+    return value
 
 
 class Format(StrEnum):
@@ -108,9 +137,9 @@ def emit(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text, nl=False)
         return
-    from aotcheck._io import atomic_write
+    from aotcheck._io import write_output
 
-    atomic_write(out, text)
+    write_output(out, text)
     typer.echo(f"wrote {out}", err=True)
 
 
@@ -228,7 +257,7 @@ def _gate(
     from aotcheck import _gate as gate
     from aotcheck import _matrix as matrix_mod
     from aotcheck import render
-    from aotcheck._io import atomic_write
+    from aotcheck._io import write_output
 
     if update:
         gate.refuse_update_in_ci(force)
@@ -253,9 +282,9 @@ def _gate(
         for line in render.gate_details(result):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
     if junit is not None:
-        atomic_write(junit, render.gate_junit(result))
+        write_output(junit, render.gate_junit(result), "--junit")
     if markdown is not None:
-        atomic_write(markdown, md)
+        write_output(markdown, md, "--markdown")
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as summary:
             summary.write(md)
@@ -272,7 +301,7 @@ def check(
     golden_dir: GoldenOpt = None,
     shard: ShardOpt = None,
     jobs: JobsOpt = 1,
-    memory_tolerance: Annotated[float | None, typer.Option("--memory-tolerance", min=0, help="Relative change of memory per chip that counts (default: the matrix's, else 0.01).")] = None,
+    memory_tolerance: Annotated[float | None, typer.Option("--memory-tolerance", min=0, callback=_finite, help="Relative change of memory per chip that counts (default: the matrix's, else 0.01).")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per case and path.")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown summary to this file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of the table.")] = False,
@@ -329,7 +358,7 @@ def diff_(
         "--rewrites", help="YAML file of extra canonical-path rewrite rules for containers named differently, "
         "applied after configs/canonical.yml and laid out like it (per source kind: pattern, replacement, optional role).")] = None,
     memory_tolerance: Annotated[float, typer.Option(
-        "--memory-tolerance", min=0, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
+        "--memory-tolerance", min=0, callback=_finite, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
     fmt: FormatOpt = Format.table,
     out: Out = None,
     backend: BackendOpt = BackendChoice.auto,

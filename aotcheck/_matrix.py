@@ -12,7 +12,7 @@ import json
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import pydantic
@@ -23,6 +23,7 @@ from aotcheck._io import read_yaml
 PathName = Literal["linen", "nnx"]
 DEFAULT_MATRIX = Path("configs/matrix.yml")
 DEFAULT_TOLERANCE = 0.01
+MAX_SLICES = 4096
 
 
 class CaseFile(pydantic.BaseModel):
@@ -33,12 +34,19 @@ class CaseFile(pydantic.BaseModel):
     name: str | None = None
     model: str = "tiny"
     topology: str
-    num_slices: int = pydantic.Field(1, ge=1)
+    num_slices: int = pydantic.Field(1, ge=1, le=MAX_SLICES)
     paths: tuple[PathName, ...] = ("linen", "nnx")
     overrides: tuple[str, ...] | dict[str, Any] = ()
     compile: bool = True
     slow: bool = False
     golden: str | None = None  # golden subdirectory; default <model>/<topology>[-x<slices>]
+
+    @pydantic.field_validator("golden")
+    @classmethod
+    def _inside_the_golden_root(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip("/") or ".." in PurePosixPath(v).parts or "\\" in v):
+            raise ValueError(f"golden '{v}' must stay inside the golden directory; drop the '..'")
+        return v
 
     @pydantic.field_validator("paths")
     @classmethod
@@ -118,7 +126,7 @@ def _overrides(value: tuple[str, ...] | dict[str, Any]) -> tuple[str, ...]:
 def _error(source: Path, exc: pydantic.ValidationError) -> UsageError:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
-    return UsageError(f"matrix {source}: {where}: {err['msg']}")
+    return UsageError(f"matrix {source}: {where}: {err['msg'].removeprefix('Value error, ')}")
 
 
 def parse(data: Any, source: Path) -> Matrix:
@@ -132,6 +140,9 @@ def parse(data: Any, source: Path) -> Matrix:
     cases: list[Case] = []
     for raw in fields.cases:
         golden = raw.golden or default_name(raw.model, raw.topology, raw.num_slices)
+        if ".." in PurePosixPath(golden).parts:
+            raise UsageError(f"matrix {source}: case '{raw.name or golden}' would write goldens outside the golden "
+                             "directory; give it a plain `golden` subdirectory")
         cases.append(Case(
             name=raw.name or default_name(raw.model, raw.topology, raw.num_slices), model=raw.model,
             topology=raw.topology, num_slices=raw.num_slices, paths=raw.paths, overrides=_overrides(raw.overrides),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aotcheck._config import RunConfig
-from aotcheck._errors import BuildError, UsageError, one_line
+from aotcheck._errors import USER_CODE_FAILURES, BuildError, UsageError, one_line
 from aotcheck._model import BatchField, ModelSpec
 from aotcheck._sharding import Spec, activation_rules, partition_spec
 from aotcheck._state import AbstractState
@@ -83,7 +83,7 @@ def lower(
             lowered = step.lower(state.tree, batch_tree)
     except (UsageError, BuildError):
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         raise BuildError(f"model '{spec.name}' ({state.path}): lowering train_step failed: {one_line(exc)}") from exc
     return Lowered(lowered, time.perf_counter() - start)
 

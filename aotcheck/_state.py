@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aotcheck._config import RunConfig
-from aotcheck._errors import BuildError, UsageError, one_line
+from aotcheck._errors import USER_CODE_FAILURES, BuildError, UsageError, one_line
 from aotcheck._model import BatchField, ModelSpec
 
 Path = Literal["linen", "nnx"]
@@ -70,7 +70,7 @@ def global_batch_size(cfg: RunConfig, num_devices: int) -> int:
 def abstract_batch(cfg: RunConfig, spec: ModelSpec, global_batch: int) -> dict[str, BatchField]:
     try:
         fields = dict(spec.batch(cfg, global_batch))
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         raise BuildError(f"model '{spec.name}': batch() raised {one_line(exc)}") from exc
     for name, f in fields.items():
         _check_batch_field(spec.name, name, f)
@@ -153,7 +153,7 @@ def _call_factory(spec: ModelSpec, path: str, make: Callable[[], Any]) -> Any:
         return make()
     except (UsageError, BuildError):
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         raise BuildError(f"model '{spec.name}': the {path} factory raised {one_line(exc)}") from exc
 
 
@@ -162,7 +162,7 @@ def _call_loss(spec: ModelSpec, path: str, apply: Callable[..., Any], batch: Map
         return spec.loss(apply, batch)
     except (UsageError, BuildError):
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in batch.items())
         raise BuildError(
             f"model '{spec.name}' ({path}): the loss failed on the batch ({shapes}); "
@@ -224,7 +224,7 @@ def _evaluate(eval_shape: Callable[[Callable[[], Any]], Any], build: Callable[[]
         return eval_shape(build)
     except (UsageError, BuildError):
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         raise BuildError(f"model '{spec.name}' ({path}): abstract init failed: {one_line(exc)}") from exc
 
 

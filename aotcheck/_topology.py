@@ -21,6 +21,8 @@ from aotcheck._errors import BuildError, UsageError
 
 Backend = Literal["libtpu", "mock"]
 MOCK_LABEL = "mock (CPU devices)"
+MAX_SLICES = 4096
+MAX_MOCK_DEVICES = 16384
 
 _GIB = 1024**3
 
@@ -129,9 +131,12 @@ def resolve_backend(requested: str) -> Backend:
 
 
 def make_target(topology: Topology, num_slices: int = 1, backend: str = "auto") -> Target:
-    if num_slices < 1:
-        raise UsageError(f"--num-slices must be at least 1, got {num_slices}")
+    if not 1 <= num_slices <= MAX_SLICES:  # libtpu aborts the process (SIGABRT) on out-of-range counts
+        raise UsageError(f"--num-slices must be 1..{MAX_SLICES}, got {num_slices}")
     chosen = resolve_backend(backend)
+    if chosen == "mock" and topology.devices_per_slice * num_slices > MAX_MOCK_DEVICES:
+        raise UsageError(f"the mock backend simulates at most {MAX_MOCK_DEVICES} devices; {topology.name} x "
+                         f"{num_slices} slices has {topology.devices_per_slice * num_slices}: use fewer slices or libtpu")
     if chosen == "libtpu":
         devices = _libtpu_devices(topology, num_slices)
     else:
