@@ -174,6 +174,10 @@ def compile_(
     from aotcheck import render
     from aotcheck._pipeline import build
 
+    from aotcheck._io import check_output
+
+    if out is not None:
+        check_output(out)
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx, no_cache)
     with progress() as say:
         built = build(request, say)
@@ -257,8 +261,11 @@ def _gate(
     from aotcheck import _gate as gate
     from aotcheck import _matrix as matrix_mod
     from aotcheck import render
-    from aotcheck._io import write_output
+    from aotcheck._io import check_output, write_output
 
+    for option, path in (("--junit", junit), ("--markdown", markdown)):
+        if path is not None:
+            check_output(path, option)
     if update:
         gate.refuse_update_in_ci(force)
     matrix = matrix_mod.load(matrix_file)
@@ -375,6 +382,10 @@ def diff_(
     from aotcheck._pipeline import build_report
     from aotcheck._sides import load_side
 
+    from aotcheck._io import check_output
+
+    if out is not None:
+        check_output(out)
     rules = _canonical.defaults() if rewrites is None else _canonical.defaults().then(_canonical.read(rewrites))
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend)
     built: dict[str, Any] = {}

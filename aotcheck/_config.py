@@ -211,7 +211,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             value = loads_yaml(raw) if raw.strip() else ""
         except (yaml.YAMLError, RecursionError) as exc:
             why = getattr(exc, "problem", None) or "it is not valid YAML"
-            raise UsageError(f"--set {key.strip()}: value '{raw[:60]}' is refused: {why}") from None
+            raise UsageError(f"--set {key.strip()}: value {raw[:60]!r} is refused: {why}") from None
         _check_plain(value, f"--set {key.strip()}", key.strip())
         out[key.strip()] = value
     return out

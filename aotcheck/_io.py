@@ -116,15 +116,10 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def write_output(path: Path, text: str, option: str = "--out") -> Path:
-    """Write a user-named output file atomically; only ever a regular file.
+def check_output(path: Path, option: str = "--out") -> Path:
+    """The regular file (or new file) `path` names, following symlinks; a one-line error otherwise.
 
-    A symlink is followed and its target (a regular file, or a new one) replaced; a
-    directory, device node, FIFO or socket is a one-line error, never replaced.
-
-    Returns:
-        The path written (the symlink's target if `path` is one).
-    """
+    Commands call it before their work, so a bad output path costs nothing."""
     target = Path(os.path.realpath(path))
     try:
         mode = target.stat().st_mode
@@ -135,6 +130,19 @@ def write_output(path: Path, text: str, option: str = "--out") -> Path:
     if mode is not None and not stat.S_ISREG(mode):
         kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
         raise UsageError(f"{option} {path} is {kind}; give a file path")
+    return target
+
+
+def write_output(path: Path, text: str, option: str = "--out") -> Path:
+    """Write a user-named output file atomically; only ever a regular file.
+
+    A symlink is followed and its target (a regular file, or a new one) replaced; a
+    directory, device node, FIFO or socket is a one-line error, never replaced.
+
+    Returns:
+        The path written (the symlink's target if `path` is one).
+    """
+    target = check_output(path, option)
     try:
         atomic_write(target, text)
     except OSError as exc:

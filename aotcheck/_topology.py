@@ -157,9 +157,18 @@ def _libtpu_devices(topology: Topology, num_slices: int) -> list[Any]:
             wrap=topology.wrap,
         )
     except Exception as exc:  # libtpu raises bare runtime errors; keep their first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BuildError(f"libtpu could not describe {topology.name} ({topology.libtpu_topology}): {first}") from exc
+        raise BuildError(f"libtpu could not describe {topology.name} ({topology.libtpu_topology}): "
+                         f"{libtpu_message(exc)}") from exc
     return list(desc.devices)
+
+
+def libtpu_message(exc: BaseException) -> str:
+    """libtpu's error in one line; its lock-file advice (`sudo rm` of a file another process holds) replaced."""
+    text = str(exc).strip()
+    if "lockfile" in text or "lock file" in text:
+        return ("another process holds libtpu's lock file (/tmp/libtpu_lockfile); let it finish, "
+                "or set ALLOW_MULTIPLE_LIBTPU_LOAD=1 (aotcheck sets it unless you override it)")
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _mock_devices(count: int) -> list[Any]:
