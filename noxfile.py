@@ -1,4 +1,5 @@
-"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s slow` (big-model compiles), `nox -s bench`."""
+"""Developer sessions: `nox -s tests`, `nox -s lint`, `nox -s slow` (big-model compiles), `nox -s bench`,
+`nox -s fuzz` (5,000 examples per input surface)."""
 
 import nox
 
@@ -28,3 +29,11 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/compile_cache.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """The long fuzz: 5,000 examples per input surface (tests/fuzz), about an hour on 2 cores."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/fuzz", "--hypothesis-show-statistics",
+                *session.posargs, env={"HYPOTHESIS_PROFILE": "fuzz"})
