@@ -9,18 +9,18 @@ error; 3 a model could not be built, lowered or compiled; 4 the step does not fi
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import sys
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from aotcheck._errors import EXIT_DOES_NOT_FIT, EXIT_INTERNAL, EXIT_USAGE, AotcheckError, one_line
+from aotcheck._boundary import debug_mode, finite, one_line_errors
+from aotcheck._errors import EXIT_DOES_NOT_FIT
 
 app = typer.Typer(
     add_completion=False,
@@ -28,9 +28,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod.",
 )
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_INTERRUPTED = 130
-_debug = {"on": False}
 
 
 def _version(value: bool) -> None:
@@ -47,52 +44,11 @@ def _main(
     debug: Annotated[bool, typer.Option("--debug", envvar="AOTCHECK_DEBUG", help="Show the traceback of an internal error (exit 5).")] = False,
 ) -> None:
     """What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod."""
-    _debug["on"] = debug
+    debug_mode(debug)
 
 
 def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-
-
-def one_line_errors(fn: F) -> F:
-    """The one error boundary of every command: each failure is one `error: ...` line on stderr and
-    its documented exit code, never a traceback (unless `--debug` asks for one) and never 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except AotcheckError as exc:
-            _error(str(exc), exc.exit_code)
-        except OSError as exc:  # an unwritable golden directory, a full disk
-            where = f": {exc.filename}" if exc.filename else ""
-            _error(f"{exc.strerror or exc}{where}; check the path and its permissions", EXIT_USAGE)
-        except KeyboardInterrupt:
-            _error("interrupted", EXIT_INTERRUPTED)
-        except (Exception, SystemExit) as exc:  # a bug in aotcheck (user code's failures are BuildErrors)
-            if _debug["on"]:
-                import traceback
-
-                traceback.print_exception(exc)
-            _error(f"internal error: {one_line(exc)}; rerun with --debug for the traceback and report it", EXIT_INTERNAL)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _error(message: str, code: int) -> None:
-    lines = message.strip().splitlines() or [""]
-    typer.echo(f"error: {lines[0]}", err=True)
-    raise typer.Exit(code) from None
-
-
-def _finite(value: float | None) -> float | None:
-    import math
-
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number; give a relative change such as 0.01")
-    return value
 
 
 class Format(StrEnum):
@@ -172,9 +128,8 @@ def compile_(
 ) -> None:
     """Build the abstract train state, compile train_step for a TPU slice, and report sharding and memory."""
     from aotcheck import render
-    from aotcheck._pipeline import build
-
     from aotcheck._io import check_output
+    from aotcheck._pipeline import build
 
     if out is not None:
         check_output(out)
@@ -308,7 +263,7 @@ def check(
     golden_dir: GoldenOpt = None,
     shard: ShardOpt = None,
     jobs: JobsOpt = 1,
-    memory_tolerance: Annotated[float | None, typer.Option("--memory-tolerance", min=0, callback=_finite, help="Relative change of memory per chip that counts (default: the matrix's, else 0.01).")] = None,
+    memory_tolerance: Annotated[float | None, typer.Option("--memory-tolerance", min=0, callback=finite, help="Relative change of memory per chip that counts (default: the matrix's, else 0.01).")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per case and path.")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown summary to this file.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of the table.")] = False,
@@ -365,7 +320,7 @@ def diff_(
         "--rewrites", help="YAML file of extra canonical-path rewrite rules for containers named differently, "
         "applied after configs/canonical.yml and laid out like it (per source kind: pattern, replacement, optional role).")] = None,
     memory_tolerance: Annotated[float, typer.Option(
-        "--memory-tolerance", min=0, callback=_finite, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
+        "--memory-tolerance", min=0, callback=finite, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
     fmt: FormatOpt = Format.table,
     out: Out = None,
     backend: BackendOpt = BackendChoice.auto,
@@ -379,10 +334,9 @@ def diff_(
     from aotcheck import _canonical, render
     from aotcheck._compare import compare, failing
     from aotcheck._errors import EXIT_REGRESSION
+    from aotcheck._io import check_output
     from aotcheck._pipeline import build_report
     from aotcheck._sides import load_side
-
-    from aotcheck._io import check_output
 
     if out is not None:
         check_output(out)

@@ -14,7 +14,6 @@ import yaml
 
 from aotcheck._errors import UsageError
 
-
 MAX_INPUT_BYTES = 16 << 20  # no config, matrix, golden or report is near this; a bigger file is a mistake
 MAX_INT = 1 << 63  # what a report can hold (int64); a longer number is a corrupt file, not a shape
 
