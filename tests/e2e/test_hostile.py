@@ -289,3 +289,28 @@ def test_the_libtpu_lockfile_hint_never_suggests_sudo() -> None:
     assert "sudo" not in message and "rm " not in message
     assert message == ("another process holds libtpu's lock file (/tmp/libtpu_lockfile); let it finish, "
                        "or set ALLOW_MULTIPLE_LIBTPU_LOAD=1 (aotcheck sets it unless you override it)")
+
+
+# ---- the compile cache is best effort
+
+
+def test_an_unwritable_cache_is_a_warning_and_the_report_is_still_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AOTCHECK_CACHE_DIR", "/proc/x")
+    result = run("compile", "--topology", "v5p-8", "--backend", "mock", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["compile"]["needed_bytes_per_device"] > 0
+    assert result.stderr.startswith("warning: compile cache not written (")
+    assert result.stderr.strip().endswith("/proc/x); the result is unaffected")
+
+
+def test_a_garbage_cache_entry_is_discarded_and_recompiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path))
+    args = ("compile", "--topology", "v5p-8", "--backend", "mock", "--format", "json")
+    first = run(*args)
+    assert first.exit_code == 0
+    (entry,) = tmp_path.glob("*.json")
+    entry.write_text('{"garbage": NaN')
+    again = run(*args)
+    assert again.exit_code == 0 and "Traceback" not in again.stderr
+    assert json.loads(again.stdout)["compile"] == json.loads(first.stdout)["compile"]
+    assert json.loads(entry.read_text())["needed_bytes_per_device"] > 0  # rewritten by the recompile
