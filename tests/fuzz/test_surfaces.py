@@ -198,5 +198,6 @@ def test_argument_lists(command: list[str], words: list[str]) -> None:
     root = _fresh()
     with sandbox(root):
         invoke([*command, *words])
-        assert files_under(root) <= {"o.json"}
+        named = {words[i + 1] for i, w in enumerate(words[:-1]) if w in ("--out", "-o")}  # what the user asked for
+        assert files_under(root) <= {"o.json", *named}
     shutil.rmtree(root)
