@@ -314,3 +314,18 @@ def test_a_garbage_cache_entry_is_discarded_and_recompiled(tmp_path: Path, monke
     assert again.exit_code == 0 and "Traceback" not in again.stderr
     assert json.loads(again.stdout)["compile"] == json.loads(first.stdout)["compile"]
     assert json.loads(entry.read_text())["needed_bytes_per_device"] > 0  # rewritten by the recompile
+
+
+def test_a_golden_partition_spec_longer_than_its_shape_is_one_line(tmp_path: Path) -> None:
+    # Found by the fuzzer: an IndexError (exit 5) before.
+    golden = tmp_path / "g"
+    shutil.copytree(GOLDEN, golden)
+    path = golden / "named_shardings.json"
+    data = json.loads(path.read_text())
+    leaf = "params/decoder/layers/mlp/wi_0/kernel"
+    data["shardings"][leaf]["shape"] = []
+    path.write_text(json.dumps(data))
+    assert fails("diff", golden, GOLDEN) == (
+        f"error: golden directory {golden}: leaf {leaf} has a PartitionSpec of "
+        f"{len(json.loads((GOLDEN / 'named_shardings.json').read_text())['shardings'][leaf]['partition_spec'])} "
+        "dimensions for a shape of 0; regenerate it")
