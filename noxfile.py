@@ -2,7 +2,7 @@
 
 `nox -s tests` (the default stack), `nox -s tests-oldest tests-newest` (the ends of the supported
 range, pinned in .ci/constraints-*.txt), `nox -s lint`, `nox -s slow` (big-model compiles),
-`nox -s bench`.
+`nox -s bench`, `nox -s fuzz` (5,000 examples per input surface).
 """
 
 import os
@@ -79,3 +79,11 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "benchmarks/compile_cache.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """The long fuzz: 5,000 examples per input surface (tests/fuzz), about an hour on 2 cores."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "tests/fuzz", "--hypothesis-show-statistics",
+                *session.posargs, env={"HYPOTHESIS_PROFILE": "fuzz"})

@@ -1,26 +1,28 @@
 """The `aotcheck` command line: parses options, calls the library, prints, and sets the exit code.
 
 Exit codes: 0 success; 1 a regression or difference was found; 2 usage or configuration
-error; 3 a model could not be built, lowered or compiled; 4 the step does not fit in HBM.
+error; 3 a model could not be built, lowered or compiled; 4 the step does not fit in HBM;
+5 an internal error (a bug in aotcheck: `--debug` or AOTCHECK_DEBUG=1 shows the traceback);
+130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from aotcheck import _cli_gate
+from aotcheck._boundary import debug_mode, finite, one_line_errors
 from aotcheck._cli_common import EXIT_CODES, BackendChoice, Format, NoCache, _console, _verbosity, _width
-from aotcheck._errors import EXIT_DOES_NOT_FIT, EXIT_USAGE, AotcheckError
+from aotcheck._errors import EXIT_DOES_NOT_FIT
 
 app = typer.Typer(
     add_completion=True,
@@ -28,7 +30,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod.",
 )
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _version(value: bool) -> None:
@@ -44,27 +45,11 @@ def _main(
     version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print aotcheck's and its stack's versions.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and the verdict.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Progress and timings on stderr.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", envvar="AOTCHECK_DEBUG", help="Show the traceback of an internal error (exit 5).")] = False,
 ) -> None:
     """What will my Flax training step do on a TPU pod? Ahead-of-time answers, without the pod."""
     _verbosity["level"] = -1 if quiet else 1 if verbose else 0
-
-
-def one_line_errors(fn: F) -> F:
-    """Turn aotcheck's errors into `error: ...` on stderr and their exit code, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AotcheckError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except OSError as exc:  # an unwritable --out or golden directory, a full disk
-            where = f": {exc.filename}" if exc.filename else ""
-            typer.echo(f"error: {exc.strerror or exc}{where}; check the path and its permissions", err=True)
-            raise typer.Exit(EXIT_USAGE) from None
-
-    return wrapper  # type: ignore[return-value]
+    debug_mode(debug)
 
 
 Topology = Annotated[str, typer.Option("--topology", "-t", help="TPU slice, e.g. v5p-128 or v5:4x4x4.")]
@@ -97,9 +82,9 @@ def emit(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text, nl=False)
         return
-    from aotcheck._io import atomic_write
+    from aotcheck._io import write_output
 
-    atomic_write(out, text)
+    write_output(out, text)
     typer.echo(f"wrote {out}", err=True)
 
 
@@ -139,8 +124,11 @@ def compile_(
 ) -> None:
     """Build the abstract train state, compile train_step for a TPU slice, and report sharding and memory."""
     from aotcheck import render
+    from aotcheck._io import check_output
     from aotcheck._pipeline import build
 
+    if out is not None:
+        check_output(out)
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx, no_cache, fast)
     with progress() as say:
         built = build(request, say)
@@ -232,7 +220,7 @@ def diff_(
         "--rewrites", help="YAML file of extra canonical-path rewrite rules for containers named differently, "
         "applied after configs/canonical.yml and laid out like it (per source kind: pattern, replacement, optional role).")] = None,
     memory_tolerance: Annotated[float, typer.Option(
-        "--memory-tolerance", min=0, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
+        "--memory-tolerance", min=0, callback=finite, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
     names: Annotated[bool, typer.Option(
         "--names", help="Count logical names that differ while the PartitionSpec is equal as differences, not notes.")] = False,
     fmt: FormatOpt = Format.table,
@@ -249,9 +237,12 @@ def diff_(
     from aotcheck import _canonical, render
     from aotcheck._compare import compare, failing
     from aotcheck._errors import EXIT_REGRESSION
+    from aotcheck._io import check_output
     from aotcheck._parallel import build_reports
     from aotcheck._sides import load_side, model_rewrites
 
+    if out is not None:
+        check_output(out)
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend)
     rules = model_rewrites(request) if "linen" in (a, b) or "nnx" in (a, b) else _canonical.defaults()
     if rewrites is not None:

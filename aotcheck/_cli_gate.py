@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aotcheck._boundary import finite
 from aotcheck._cli_common import BackendChoice, Format, NoCache, _console, _verbosity
 
 CaseOpt = Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable; slow cases too).")]
@@ -42,8 +43,11 @@ def _gate(
     from aotcheck import _gate as gate
     from aotcheck import _matrix as matrix_mod
     from aotcheck import _settings, render
-    from aotcheck._io import atomic_write
+    from aotcheck._io import check_output, write_output
 
+    for option, path in (("--junit", junit), ("--markdown", markdown)):
+        if path is not None:
+            check_output(path, option)
     if update:
         gate.refuse_update_in_ci(force)
     if no_cache:
@@ -79,9 +83,9 @@ def _gate(
         for line in render.gate_details(result):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
     if junit is not None:
-        atomic_write(junit, render.gate_junit(result))
+        write_output(junit, render.gate_junit(result), "--junit")
     if markdown is not None:
-        atomic_write(markdown, md)
+        write_output(markdown, md, "--markdown")
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as summary:
             summary.write(md)
@@ -96,7 +100,7 @@ def check(
     golden_dir: GoldenOpt = None,
     shard: ShardOpt = None,
     jobs: JobsOpt = None,
-    memory_tolerance: Annotated[float | None, typer.Option("--memory-tolerance", min=0, envvar="AOTCHECK_MEMORY_TOLERANCE", help="Relative change of memory per chip that counts (default: the case's, else the matrix's, else 0.01).")] = None,
+    memory_tolerance: Annotated[float | None, typer.Option("--memory-tolerance", min=0, callback=finite, envvar="AOTCHECK_MEMORY_TOLERANCE", help="Relative change of memory per chip that counts (default: the case's, else the matrix's, else 0.01).")] = None,
     compiler_changes: Annotated[Policy | None, typer.Option("--compiler-changes", envvar="AOTCHECK_COMPILER_CHANGES", help="When jax/jaxlib/libtpu differ from the golden's, changed compile figures fail or only warn (default: the case's, else the matrix's, else fail).")] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML: one test case per case and path.")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown summary to this file.")] = None,

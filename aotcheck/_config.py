@@ -12,18 +12,19 @@ class). An unknown key or bad value is a one-line error naming the key.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
 
 from aotcheck._errors import UsageError, close_matches
-from aotcheck._io import read_yaml
+from aotcheck._io import loads_yaml, read_yaml
 
 # The default mesh axes, and the MaxText parallelism key of each (MaxText calls the `stage`
 # axis's parallelism `pipeline`). `mesh_axes` may name any other axes: each gets its own
@@ -63,14 +64,26 @@ def config_dir() -> Path:
 
 
 class _Strict(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+
+MAX_PARALLELISM = 65536  # more chips than any TPU pod has
+
+
+def _parallelism(value: int) -> int:
+    if value != -1 and not 1 <= value <= MAX_PARALLELISM:
+        raise ValueError(f"a parallelism is -1 (fill from the devices) or 1..{MAX_PARALLELISM}")
+    return value
+
+
+Parallelism = Annotated[int, pydantic.AfterValidator(_parallelism)]
 
 
 def _parallelism_fields() -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key in PARALLELISM_KEYS.values():
-        fields[f"ici_{key}_parallelism"] = (int, 1)
-        fields[f"dcn_{key}_parallelism"] = (int, 1)
+        fields[f"ici_{key}_parallelism"] = (Parallelism, 1)
+        fields[f"dcn_{key}_parallelism"] = (Parallelism, 1)
     return fields
 
 
@@ -90,12 +103,12 @@ class _CoreFields(_Strict):
     adam_eps: float = pydantic.Field(1e-8, gt=0)
     adam_eps_root: float = pydantic.Field(0.0, ge=0)
     adam_weight_decay: float = pydantic.Field(0.1, ge=0)
-    per_device_batch_size: float = pydantic.Field(1.0, gt=0)
-    max_target_length: int = pydantic.Field(2048, gt=0)
+    per_device_batch_size: float = pydantic.Field(1.0, gt=0, le=1 << 20)
+    max_target_length: int = pydantic.Field(2048, gt=0, le=1 << 24)
     scan_layers: bool = True
     remat_policy: RematPolicy = "full"
     # `ici_/dcn_<axis>_parallelism` of the axes beyond the default seven, by key.
-    parallelism: dict[str, int] = {}
+    parallelism: dict[str, Parallelism] = {}
 
     @pydantic.field_validator("logical_axis_rules", mode="before")
     @classmethod
@@ -123,6 +136,8 @@ class _CoreFields(_Strict):
     @pydantic.model_validator(mode="after")
     def _rules_name_mesh_axes(self) -> _CoreFields:
         for name, axes in self.logical_axis_rules:
+            if len(set(axes)) != len(axes):
+                raise ValueError(f"rule for '{name}' names a mesh axis twice ({', '.join(axes)}); name each once")
             for axis in axes:
                 if axis not in self.mesh_axes:
                     raise ValueError(
@@ -156,6 +171,8 @@ def normalise_rules(value: Any) -> tuple[tuple[str, tuple[str, ...]], ...]:
             axes = ()
         elif isinstance(axes, str):
             axes = (axes,)
+        if not isinstance(axes, (list, tuple)) or not all(isinstance(a, str) for a in axes):
+            raise ValueError(f"rule for '{name}': mesh axes are a name or a list of names; got {axes!r}")
         out.append((name, tuple(axes)))
     return tuple(out)
 
@@ -193,7 +210,22 @@ def read_config(path: Path) -> dict[str, Any]:
     data = read_yaml(path, "config file")
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of keys to values")
+    _check_plain(data, f"config file {path}")
     return data
+
+
+def _check_plain(value: Any, where: str, key: str = "") -> None:
+    """String keys and finite numbers all the way down (YAML allows neither limit)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise UsageError(f"{where}: key {k!r} is not a string; quote it")
+            _check_plain(v, where, k)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_plain(v, where, key)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{where}: {key or 'a value'} is {value}; numbers must be finite")
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -203,9 +235,12 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise UsageError(f"--set expects key=value, got '{item}'")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            raise UsageError(f"--set {key}: value '{raw}' is not valid YAML") from None
+            value = loads_yaml(raw) if raw.strip() else ""
+        except (yaml.YAMLError, RecursionError) as exc:
+            why = getattr(exc, "problem", None) or "it is not valid YAML"
+            raise UsageError(f"--set {key.strip()}: value {raw[:60]!r} is refused: {why}") from None
+        _check_plain(value, f"--set {key.strip()}", key.strip())
+        out[key.strip()] = value
     return out
 
 
@@ -215,6 +250,9 @@ def merge_layers(layers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for layer in layers:
         for key, value in layer.items():
             if key == "logical_axis_rules":
+                if value is not None and not isinstance(value, (list, tuple)):
+                    raise UsageError(
+                        f"config: logical_axis_rules must be a list of [logical_name, mesh_axes] pairs (got {value!r:.60})")
                 rules = list(value or []) + rules
             else:
                 merged[key] = value

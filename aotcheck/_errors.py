@@ -31,6 +31,11 @@ class BuildError(AotcheckError):
     exit_code = EXIT_BUILD
 
 
+# What user model code may raise besides exceptions: `sys.exit()` or a stray KeyboardInterrupt
+# inside an import, factory or loss is that model's failure, never the command's success.
+USER_CODE_FAILURES = (Exception, SystemExit, KeyboardInterrupt)
+
+
 def one_line(exc: BaseException) -> str:
     """`Type: first line of the message`, for wrapping a library's exception in a one-line error."""
     text = str(exc).strip()

@@ -17,10 +17,20 @@ from typing import Any
 
 from aotcheck import _golden, _policy
 from aotcheck._compare import Category, Finding, compare
-from aotcheck._errors import EXIT_BUILD, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE, AotcheckError, UsageError
+from aotcheck._errors import (
+    EXIT_BUILD,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    EXIT_USAGE,
+    AotcheckError,
+    UsageError,
+    one_line,
+)
 from aotcheck._matrix import Case, Matrix, Unit
 from aotcheck._record import dumps
 from aotcheck._report import Report
+from aotcheck._topology import MAX_MOCK_DEVICES
 
 # Statuses. A check gives ok / changed / missing / error; an update gives created / updated / unchanged / error.
 FAILING = ("changed", "missing")
@@ -84,10 +94,12 @@ class Result:
 
     @property
     def exit_code(self) -> int:
-        """2 a case is misconfigured, 3 a case could not be built or compiled, 1 a regression, else 0."""
+        """2 a case is misconfigured, 5 an internal error, 3 a case could not be built or compiled,
+        1 a regression, else 0."""
         codes = {o.error_code for o in self.outcomes if o.status == "error"}
-        if EXIT_USAGE in codes:
-            return EXIT_USAGE
+        for code in (EXIT_USAGE, EXIT_INTERNAL):
+            if code in codes:
+                return code
         if codes:
             return EXIT_BUILD
         if any(o.status in FAILING for o in self.outcomes):
@@ -118,19 +130,44 @@ def build(case: Case, path: str, backend: str) -> Built:
         report = build_report(request)
     except AotcheckError as exc:
         return Built(None, str(exc), exc.exit_code, time.perf_counter() - start)
+    except Exception as exc:  # a bug in aotcheck: this unit's error row, the others still run
+        return Built(None, f"internal error: {one_line(exc)}; report it", EXIT_INTERNAL, time.perf_counter() - start)
     return Built(report, None, EXIT_OK, time.perf_counter() - start)
 
 
+def mock_devices_needed(units: Sequence[Unit], backend: str) -> int:
+    """The most CPU devices any unit needs on the mock backend; 0 when the backend is libtpu."""
+    from aotcheck._topology import get_topology, resolve_backend
+
+    try:
+        if resolve_backend(backend) != "mock":
+            return 0
+    except UsageError:
+        return 0  # each unit reports the bad backend itself
+    need = 0
+    for unit in units:
+        try:
+            need = max(need, get_topology(unit.case.topology).devices_per_slice * unit.case.num_slices)
+        except UsageError:
+            pass  # an unknown topology is that unit's error
+    return need
+
+
 def _builds(units: Sequence[Unit], backend: str, jobs: int) -> Iterator[Built]:
-    """Builds in unit order, from this process or from `jobs` spawned workers (jax is not fork-safe)."""
-    if jobs <= 1 or len(units) <= 1:
+    """Builds in unit order, from this process or from `jobs` spawned workers (jax is not fork-safe).
+
+    On the mock backend every process needs as many CPU devices as the largest case; if this
+    process's jax already started with fewer, the builds move to a fresh worker.
+    """
+    from aotcheck import _workers
+
+    devices = min(mock_devices_needed(units, backend), MAX_MOCK_DEVICES)  # beyond it a unit reports its own error
+    in_process = jobs <= 1 or len(units) <= 1
+    if in_process and (not devices or _workers.reserve_mock_devices(devices)):
         for unit in units:
             yield build(unit.case, unit.path, backend)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=min(jobs, len(units)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with _workers.pool(max(1, min(jobs, len(units))), devices) as pool:
         futures = [pool.submit(build, unit.case, unit.path, backend) for unit in units]
         for future in futures:
             yield future.result()
@@ -224,13 +261,16 @@ def _check(unit: Unit, built: Built, directory: Path, tolerance: float, large_le
         return dataclasses.replace(base, status="missing", hint=f"no golden files; create them with: {create}")
     try:
         old = _golden.read_golden(directory)
-    except UsageError as exc:
-        return dataclasses.replace(base, status="error", error=str(exc), error_code=exc.exit_code)
+        warnings = _version_warnings(directory, built.report.header.versions if built.report else {},
+                                     compiled=built.report is not None and built.report.compile is not None)
+    except Exception as exc:  # one malformed golden is this case's finding, never the run's abort
+        error = str(exc) if isinstance(exc, UsageError) else f"golden {_display(directory)} is unreadable " \
+            f"({one_line(exc)}); regenerate it"
+        return dataclasses.replace(base, status="error", error=error, error_code=EXIT_USAGE)
     if built.report is None:
         return dataclasses.replace(base, status="error", error=built.error, error_code=built.exit_code,
                                    findings=_compile_failed(old, built))
     new = built.report
-    warnings = _version_warnings(directory, new.header.versions, compiled=new.compile is not None)
     if new.compile is not None and old.compile is None:
         return dataclasses.replace(base, status="missing", warnings=tuple(warnings),
                                    hint=f"no compile.json (the golden is sharding-only); create it with: {create}")
@@ -265,7 +305,7 @@ def _update(unit: Unit, built: Built, directory: Path, tolerance: float, large_l
         try:
             old, cmp_new, warnings = _comparable(_golden.read_golden(directory), new, requested)
             findings = tuple(_compare(old, cmp_new, tolerance, large_leaf_bytes))
-        except UsageError as exc:  # a corrupt golden is simply replaced
+        except Exception as exc:  # a corrupt golden is simply replaced
             warnings = [f"replaced unreadable golden ({exc})"]
     kept = new.compile is not None and _golden.has_compile(directory) and _policy.keeps_compile(
         _golden.read_file(directory / _golden.COMPILE).backend, str(new.header.backend), force)

@@ -272,6 +272,9 @@ def read_golden(directory: Path) -> Report:
 def _leaf(entry: ShardingEntry, axes: tuple[Entry, ...] | None, state: DtypeEntry, mesh_shape: dict[str, int],
           directory: Path, path: str) -> Leaf:
     spec = _sharding.spec_from_json(entry.partition_spec, mesh_shape)
+    if len(spec) > len(entry.shape):
+        raise UsageError(f"golden directory {directory}: leaf {path} has a PartitionSpec of {len(spec)} dimensions "
+                         f"for a shape of {len(entry.shape)}; regenerate it")
     if any(a not in mesh_shape for e in spec for a in _sharding.as_axes(e)) or _sharding.indivisible(
             entry.shape, spec, mesh_shape):
         raise UsageError(f"golden directory {directory}: leaf {path} has a PartitionSpec its mesh cannot carry; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,29 +14,89 @@ import yaml
 
 from aotcheck._errors import UsageError
 
+MAX_INPUT_BYTES = 16 << 20  # no config, matrix, golden or report is near this; a bigger file is a mistake
+MAX_INT = 1 << 63  # what a report can hold (int64); a longer number is a corrupt file, not a shape
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _text(path: Path, what: str) -> str:
+    """The file's UTF-8 text, bounded in size, or a one-line error naming it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_INPUT_BYTES + 1)
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is a directory; give a file") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise UsageError(f"{what} {path} is over {MAX_INPUT_BYTES >> 20} MiB; is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if abs(value) >= MAX_INT:
+        raise _Refused(f"the number {text[:20]}... is out of range")
+    return value
+
+
+def _constant(text: str) -> Any:
+    raise _Refused(f"{text} is not JSON (numbers must be finite)")
+
+
+def loads_json(text: str) -> Any:
+    """Strict JSON: no NaN or Infinity, integers within int64; ValueError otherwise."""
+    return json.loads(text, parse_int=_int, parse_constant=_constant)
+
 
 def read_json(path: Path, what: str) -> Any:
     """Parsed JSON, or a one-line error naming `what` the file was meant to be."""
+    text = _text(path, what)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist") from None
+        return loads_json(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{what} {path} is not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    except (_Refused, RecursionError) as exc:
+        reason = str(exc) if isinstance(exc, _Refused) else "it is nested too deeply"
+        raise UsageError(f"{what} {path} is not valid: {reason}; regenerate or fix it") from None
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without anchors and aliases: an alias bomb expands exponentially."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed; write the value out",
+                                              event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def loads_yaml(text: str) -> Any:
+    """Safe-loaded YAML without aliases; `yaml.YAMLError` for bad YAML, RecursionError if nested too deeply."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_yaml(path: Path, what: str) -> Any:
     """Parsed YAML (an empty file is an empty mapping), or a one-line error naming `what` the file is.
 
     What shape the data must have is the caller's to check: it knows what to say."""
+    text = _text(path, what)
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist") from None
+        data = loads_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise UsageError(f"{what} {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{what} {path}{where} is not valid YAML: {problem}") from None
+    except RecursionError:
+        raise UsageError(f"{what} {path} is nested too deeply") from None
     return {} if data is None else data
 
 
@@ -52,6 +113,41 @@ def atomic_write(path: Path, text: str) -> None:
         with _suppress():
             os.unlink(tmp)
         raise
+
+
+def check_output(path: Path, option: str = "--out") -> Path:
+    """The regular file (or new file) `path` names, following symlinks; a one-line error otherwise.
+
+    Commands call it before their work, so a bad output path costs nothing."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: {exc.strerror}; give a writable file path") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise UsageError(f"{option} {path} is {kind}; give a file path")
+    return target
+
+
+def write_output(path: Path, text: str, option: str = "--out") -> Path:
+    """Write a user-named output file atomically; only ever a regular file.
+
+    A symlink is followed and its target (a regular file, or a new one) replaced; a
+    directory, device node, FIFO or socket is a one-line error, never replaced.
+
+    Returns:
+        The path written (the symlink's target if `path` is one).
+    """
+    target = check_output(path, option)
+    try:
+        atomic_write(target, text)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write it ({exc.strerror or type(exc).__name__}); "
+                         "check the directory exists and is writable") from None
+    return target
 
 
 class _suppress:

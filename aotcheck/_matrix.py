@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import pydantic
@@ -22,6 +22,7 @@ from aotcheck._portable import is_portable, portable_path
 PathName = Literal["linen", "nnx"]
 DEFAULT_MATRIX = Path("configs/matrix.yml")
 DEFAULT_TOLERANCE = 0.01
+MAX_SLICES = 4096
 
 
 class CaseFile(pydantic.BaseModel):
@@ -32,7 +33,7 @@ class CaseFile(pydantic.BaseModel):
     name: str | None = None
     model: str = "tiny"
     topology: str
-    num_slices: int = pydantic.Field(1, ge=1)
+    num_slices: int = pydantic.Field(1, ge=1, le=MAX_SLICES)
     paths: tuple[PathName, ...] = ("linen", "nnx")
     overrides: tuple[str, ...] | dict[str, Any] = ()
     compile: bool = True
@@ -40,6 +41,13 @@ class CaseFile(pydantic.BaseModel):
     golden: str | None = None  # golden subdirectory; default <model>/<topology>[-x<slices>]
     memory_tolerance: float | None = pydantic.Field(None, ge=0)  # default: the matrix's
     compiler_changes: Literal["fail", "warn"] | None = None  # default: the matrix's
+
+    @pydantic.field_validator("golden")
+    @classmethod
+    def _inside_the_golden_root(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip("/") or ".." in PurePosixPath(v).parts or "\\" in v):
+            raise ValueError(f"golden '{v}' must stay inside the golden directory; drop the '..'")
+        return v
 
     @pydantic.field_validator("paths")
     @classmethod
@@ -123,7 +131,7 @@ def _overrides(value: tuple[str, ...] | dict[str, Any]) -> tuple[str, ...]:
 def _error(source: Path, exc: pydantic.ValidationError) -> UsageError:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"])
-    return UsageError(f"matrix {source}: {where}: {err['msg']}")
+    return UsageError(f"matrix {source}: {where}: {err['msg'].removeprefix('Value error, ')}")
 
 
 def parse(data: Any, source: Path) -> Matrix:
@@ -141,6 +149,9 @@ def parse(data: Any, source: Path) -> Matrix:
         if not is_portable(golden):
             raise UsageError(f"matrix {source}: golden '{golden}' is not a portable path (no : < > | ? * \" \\, "
                              f"no trailing dot or space); use '{portable_path(golden)}'")
+        if ".." in PurePosixPath(golden).parts:
+            raise UsageError(f"matrix {source}: case '{raw.name or golden}' would write goldens outside the golden "
+                             "directory; give it a plain `golden` subdirectory")
         cases.append(Case(
             name=raw.name or default_name(raw.model, raw.topology, raw.num_slices), model=raw.model,
             topology=raw.topology, num_slices=raw.num_slices, paths=raw.paths, overrides=_overrides(raw.overrides),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aotcheck._config import Rules, RunConfig
-from aotcheck._errors import BuildError, UsageError, one_line
+from aotcheck._errors import USER_CODE_FAILURES, BuildError, UsageError, one_line
 from aotcheck._model import BatchField, ModelSpec
 from aotcheck._sharding import Spec, partition_spec
 from aotcheck._state import AbstractState
@@ -61,7 +61,7 @@ def lower(
             lowered = step.lower(state.tree, batch_tree)
     except (UsageError, BuildError):
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         hint = rng_hint(spec, exc) or "lowering train_step failed:"
         raise BuildError(f"model '{spec.name}' ({state.path}): {hint} {one_line(exc)}") from exc
     return Lowered(lowered, time.perf_counter() - start)

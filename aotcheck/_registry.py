@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aotcheck._config import RunConfig, config_dir
-from aotcheck._errors import UsageError, close_matches, one_line
+from aotcheck._errors import USER_CODE_FAILURES, BuildError, UsageError, close_matches, one_line
 from aotcheck._model import ModelSpec
 
 ENTRY_POINT_GROUP = "aotcheck.models"
@@ -58,8 +58,11 @@ class _LazySpec:
         module_name, _, attr = self.target.partition(":")
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:  # any import-time failure of user code is reported, not raised
-            raise UsageError(f"model '{shown_as}': cannot import module '{module_name}': {one_line(exc)}") from None
+        except ModuleNotFoundError as exc:
+            error = UsageError if module_name == exc.name or module_name.startswith(f"{exc.name}.") else BuildError
+            raise error(f"model '{shown_as}': cannot import module '{module_name}': {one_line(exc)}") from None
+        except USER_CODE_FAILURES as exc:  # the module's own code failed (even by sys.exit): the model's failure
+            raise BuildError(f"model '{shown_as}': cannot import module '{module_name}': {one_line(exc)}") from None
         if not attr:
             raise UsageError(f"model '{shown_as}': give the attribute too, as {module_name}:NAME")
         try:
@@ -115,6 +118,8 @@ def load_config(
 
     base = read_config(config_dir() / "base.yml")
     user = read_config(config_file) if config_file is not None else {}
+    if isinstance(model, str) and not model.strip():
+        raise UsageError("--model is empty; give a model name (`aotcheck models` lists them) or package.module:attribute")
     if isinstance(model, ModelSpec):
         entry = ModelEntry(model.name, model, None, "python object")
     else:

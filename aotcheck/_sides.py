@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pydantic
+
 from aotcheck import _canonical, _golden
 from aotcheck._errors import UsageError
 from aotcheck._io import read_json
-from aotcheck._report import OLD_SCHEMAS, SCHEMA, Header, Leaf, MeshInfo, Report, parse_report
+from aotcheck._report import OLD_SCHEMAS, SCHEMA, Header, Leaf, MeshInfo, Report, parse_report, validation_message
 from aotcheck._sharding import spec_from_json
 
 MAXTEXT_NAMED = "named_shardings.json"
@@ -82,6 +84,13 @@ def read_maxtext(named: Mapping[str, Any] | None, logical: Mapping[str, Any] | N
                 axes = entry["partition_spec"]
                 # An empty PartitionSpec of logical names is no annotation at all.
                 slot["logical_axes"] = tuple(tuple(a) if isinstance(a, list) else a for a in axes) if axes else None
+    try:
+        return _maxtext_report(entries, mesh, known, source)
+    except pydantic.ValidationError as exc:  # values of the right JSON type but no valid leaf (a bool for an axis)
+        raise UsageError(f"{source}: not a usable MaxText sharding file: {validation_message(exc)}") from None
+
+
+def _maxtext_report(entries: dict[str, dict[str, Any]], mesh: MeshInfo, known: list[str], source: Path) -> Report:
     rewrites = _canonical.defaults()
     leaves = {
         path: Leaf(

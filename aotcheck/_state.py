@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aotcheck._config import Rules, RunConfig
-from aotcheck._errors import BuildError, UsageError, one_line
+from aotcheck._errors import USER_CODE_FAILURES, BuildError, UsageError, one_line
 from aotcheck._model import BatchField, ModelSpec
 from aotcheck._sharding import leaf_spec
 from aotcheck._steps import state_builder
@@ -74,7 +74,7 @@ def global_batch_size(cfg: RunConfig, num_devices: int) -> int:
 def abstract_batch(cfg: RunConfig, spec: ModelSpec, global_batch: int) -> dict[str, BatchField]:
     try:
         fields = dict(spec.batch(cfg, global_batch))
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         raise BuildError(f"model '{spec.name}': batch() raised {one_line(exc)}") from exc
     for name, f in fields.items():
         _check_batch_field(spec.name, name, f)
@@ -122,7 +122,7 @@ def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[s
         raise
     except BuildError as exc:
         failure = exc
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         failure = BuildError(f"model '{spec.name}' ({path}): abstract init failed: {one_line(exc)}")
         failure.__cause__ = exc
     # Inside the rules Flax constrains each parameter as it is created, so a bad annotation
@@ -131,7 +131,7 @@ def abstract_state(cfg: RunConfig, spec: ModelSpec, path: Path, batch: Mapping[s
         plain = _describe(spec, path, _evaluate(build, path))
     except UsageError:
         raise
-    except Exception:
+    except USER_CODE_FAILURES:
         raise failure from None
     for leaf in plain.leaves:
         leaf_spec(leaf.shape, leaf.logical_axes, rules, dict(mesh.shape), f"leaf {leaf.path}")

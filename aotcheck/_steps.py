@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from aotcheck._config import Rules, RunConfig
-from aotcheck._errors import BuildError, UsageError, one_line
+from aotcheck._errors import USER_CODE_FAILURES, BuildError, UsageError, one_line
 from aotcheck._model import ModelSpec
 
 Path = Literal["linen", "nnx"]
@@ -55,13 +55,13 @@ def checked_loss(spec: ModelSpec, cfg: RunConfig, path: str, apply: Callable[...
         return loss_value(spec, cfg, apply, batch)
     except (UsageError, BuildError):
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         shapes = ", ".join(f"{k} {v.dtype}{list(v.shape)}" for k, v in batch.items())
         hint = rng_hint(spec, exc) or f"the loss failed on the batch ({shapes}); does batch() fit the model?"
         raise BuildError(f"model '{spec.name}' ({path}): {hint} {one_line(exc)}") from exc
 
 
-def rng_hint(spec: ModelSpec, exc: Exception) -> str:
+def rng_hint(spec: ModelSpec, exc: BaseException) -> str:
     """Flax's errors for a stream nobody passed (Linen) or that `nnx.Rngs` lacks (NNX) mention it."""
     text = f"{type(exc).__name__} {exc}"
     if "Rng" in text or "PRNG" in text or "rngs" in text:
@@ -84,7 +84,7 @@ def make_model(cfg: RunConfig, spec: ModelSpec, path: Path, mesh: Any, rules: Ru
         return factory(cfg, nnx.Rngs(params=0, **streams), **options)
     except (UsageError, BuildError):
         raise
-    except Exception as exc:
+    except USER_CODE_FAILURES as exc:
         if hint := rng_hint(spec, exc):
             raise BuildError(f"model '{spec.name}' ({path}): {hint} {one_line(exc)}") from exc
         raise BuildError(f"model '{spec.name}': the {path} factory raised {one_line(exc)}") from exc
@@ -196,7 +196,7 @@ def state_builder(cfg: RunConfig, spec: ModelSpec, path: Path, tx: Any, batch: M
             return init(model, tx, cfg, _zeros(batch))
         except (UsageError, BuildError):
             raise
-        except Exception as exc:
+        except USER_CODE_FAILURES as exc:
             if path in spec.init_state:
                 raise BuildError(f"model '{spec.name}' ({path}): its init_state raised {one_line(exc)}") from exc
             raise

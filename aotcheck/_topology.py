@@ -21,6 +21,8 @@ from aotcheck._errors import BuildError, UsageError
 
 Backend = Literal["libtpu", "mock"]
 MOCK_LABEL = "mock (CPU devices)"
+MAX_SLICES = 4096
+MAX_MOCK_DEVICES = 16384
 
 _GIB = 1024**3
 
@@ -129,9 +131,12 @@ def resolve_backend(requested: str) -> Backend:
 
 
 def make_target(topology: Topology, num_slices: int = 1, backend: str = "auto") -> Target:
-    if num_slices < 1:
-        raise UsageError(f"--num-slices must be at least 1, got {num_slices}")
+    if not 1 <= num_slices <= MAX_SLICES:  # libtpu aborts the process (SIGABRT) on out-of-range counts
+        raise UsageError(f"--num-slices must be 1..{MAX_SLICES}, got {num_slices}")
     chosen = resolve_backend(backend)
+    if chosen == "mock" and topology.devices_per_slice * num_slices > MAX_MOCK_DEVICES:
+        raise UsageError(f"the mock backend simulates at most {MAX_MOCK_DEVICES} devices; {topology.name} x "
+                         f"{num_slices} slices has {topology.devices_per_slice * num_slices}: use fewer slices or libtpu")
     if chosen == "libtpu":
         devices = _libtpu_devices(topology, num_slices)
     else:
@@ -152,9 +157,18 @@ def _libtpu_devices(topology: Topology, num_slices: int) -> list[Any]:
             wrap=topology.wrap,
         )
     except Exception as exc:  # libtpu raises bare runtime errors; keep their first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise BuildError(f"libtpu could not describe {topology.name} ({topology.libtpu_topology}): {first}") from exc
+        raise BuildError(f"libtpu could not describe {topology.name} ({topology.libtpu_topology}): "
+                         f"{libtpu_message(exc)}") from exc
     return list(desc.devices)
+
+
+def libtpu_message(exc: BaseException) -> str:
+    """libtpu's error in one line; its lock-file advice (`sudo rm` of a file another process holds) replaced."""
+    text = str(exc).strip()
+    if "lockfile" in text or "lock file" in text:
+        return ("another process holds libtpu's lock file (/tmp/libtpu_lockfile); let it finish, "
+                "or set ALLOW_MULTIPLE_LIBTPU_LOAD=1 (aotcheck sets it unless you override it)")
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _mock_devices(count: int) -> list[Any]:

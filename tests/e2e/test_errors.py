@@ -94,11 +94,11 @@ def test_fractional_global_batch() -> None:
 
 
 def test_bad_num_slices() -> None:
-    assert fails("compile", "--no-compile", "--num-slices", "0") == "error: --num-slices must be at least 1, got 0"
+    assert fails("compile", "--no-compile", "--num-slices", "0") == "error: --num-slices must be 1..4096, got 0"
 
 
 def test_unwritable_output_path(tmp_path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     err = fails("compile", "--no-compile", "--format", "json", "--out", str(blocker / "report.json"))
-    assert err == f"error: File exists: {blocker}; check the path and its permissions"
+    assert err == f"error: --out {blocker / 'report.json'}: Not a directory; give a writable file path"
