@@ -127,7 +127,7 @@ def put(kind: Kind, k: str, record: pydantic.BaseModel) -> str | None:
     try:
         atomic_write(_path(kind, k), record.model_dump_json(by_alias=True))  # insertion order kept: it is shown
     except OSError as exc:
-        return f"cache entry not written ({exc.strerror or exc}: {cache_dir()}); the result is unaffected"
+        return f"cache not written ({exc.strerror or exc}: {cache_dir()}); the result is unaffected"
     evict(max_bytes())
     return None
 

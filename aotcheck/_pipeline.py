@@ -152,7 +152,7 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     warnings[:0] = _names.warnings(report, abstract.padded)
     if report_key is not None and (warning := _cache.put("r", report_key, report)):
         warnings.append(warning)
-    return Built(report, executable, tuple(warnings))
+    return Built(report, executable, tuple(dict.fromkeys(warnings)))  # one line per distinct warning
 
 
 def _report_key(request: Request, cfg: RunConfig, entry: ModelEntry) -> str | None:
