@@ -140,12 +140,20 @@ def compile_(
     out: Out = None,
     backend: BackendOpt = BackendChoice.auto,
     no_cache: NoCache = False,
+    memory_detail: Annotated[int, typer.Option("--memory-detail", min=0, metavar="N", help=(
+        "List the N largest buffer groups live at the HBM peak, by name stack (a second compile); 0: off."))] = 0,
+    no_drift: Annotated[bool, typer.Option("--no-drift", help=(
+        "Skip the drift check (a second compile with the outputs' shardings left to XLA)."))] = False,
+    activations: Annotated[bool, typer.Option("--activations", help="List every sharding constraint of the step.")] = False,
 ) -> None:
-    """Build the abstract train state, compile train_step for a TPU slice, and report sharding and memory."""
+    """Build the abstract train state, compile train_step for a TPU slice, and report sharding, memory and cost."""
+    from dataclasses import replace
+
     from aotcheck import render
     from aotcheck._pipeline import build
 
-    request = request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx, no_cache)
+    request = replace(request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx, no_cache),
+                      drift=not no_drift, memory_detail=memory_detail, activations=activations)
     with progress() as say:
         built = build(request, say)
     for warning in built.warnings:

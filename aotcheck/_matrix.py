@@ -39,6 +39,7 @@ class CaseFile(pydantic.BaseModel):
     compile: bool = True
     slow: bool = False
     golden: str | None = None  # golden subdirectory; default <model>/<topology>[-x<slices>]
+    activations: bool = False  # record the step's sharding constraints in compile.json
 
     @pydantic.field_validator("paths")
     @classmethod
@@ -72,6 +73,7 @@ class Case:
     compile: bool
     slow: bool
     golden: str
+    activations: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def parse(data: Any, source: Path) -> Matrix:
         cases.append(Case(
             name=raw.name or default_name(raw.model, raw.topology, raw.num_slices), model=raw.model,
             topology=raw.topology, num_slices=raw.num_slices, paths=raw.paths, overrides=_overrides(raw.overrides),
-            compile=raw.compile, slow=raw.slow, golden=golden.strip("/"),
+            compile=raw.compile, slow=raw.slow, golden=golden.strip("/"), activations=raw.activations,
         ))
     _check_unique(cases, source)
     return Matrix(

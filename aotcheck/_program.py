@@ -59,8 +59,12 @@ def lower(
     batch: Mapping[str, BatchField],
     batch_specs: Mapping[str, Spec],
     mesh: Any,
+    fixed_outputs: bool = True,
 ) -> Lowered:
-    """Jit the step with the state's and batch's shardings (state donated) and lower it for `mesh`."""
+    """Jit the step with the state's and batch's shardings (state donated) and lower it for `mesh`.
+
+    With `fixed_outputs=False` the outputs' shardings are left to XLA (the drift check).
+    """
     import jax
     from jax.sharding import NamedSharding
 
@@ -71,12 +75,11 @@ def lower(
     state_sh = jax.tree_util.tree_unflatten(treedef, [named(s) for s in specs])
     batch_sh = {k: named(batch_specs[k]) for k in batch}
     batch_tree = {k: jax.ShapeDtypeStruct(f.shape, f.dtype) for k, f in batch.items()}
-    step = jax.jit(
-        train_step(spec, state),
-        in_shardings=(state_sh, batch_sh),
-        out_shardings=(state_sh, named(())),
-        donate_argnums=0,
-    )
+    fn = train_step(spec, state)
+    if fixed_outputs:
+        step = jax.jit(fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, named(())), donate_argnums=0)
+    else:
+        step = jax.jit(fn, in_shardings=(state_sh, batch_sh), donate_argnums=0)
     start = time.perf_counter()
     try:
         with jax.set_mesh(mesh), activation_rules(cfg.rules, mesh):
