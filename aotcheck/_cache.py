@@ -34,7 +34,7 @@ def key(lowered_text: str, target: str, backend: str, options: dict[str, Any] | 
     """The entry's key; `options` are the settings that add to the compile section (drift, memory detail)."""
     h = hashlib.sha256()
     parts: dict[str, Any] = {
-        "record": 2,  # the compile section's form: per-step counts, estimate, drift
+        "record": 3,  # the compile section's form: per-step counts, estimate, drift
         "options": options or {},
         "schema": SCHEMA,  # the cached record's form
         "versions": versions(),

@@ -33,12 +33,13 @@ class PerStep(Record):
     """Per device, per step, every loop iteration counted (from the compiled HLO)."""
 
     flops: float
+    matmul_flops: float = 0.0  # the dot/convolution part of `flops` (MXU work)
     bytes_accessed: float
     transcendentals: float
     uncosted_ops: dict[str, int] = {}  # custom-call target -> executions per step, no cost model
     unknown_trip_counts: tuple[str, ...] = ()  # while loops counted once: trip count unreadable
 
-    @pydantic.field_serializer("flops", "bytes_accessed", "transcendentals")
+    @pydantic.field_serializer("flops", "matmul_flops", "bytes_accessed", "transcendentals")
     def _numbers(self, x: float) -> float | int:
         return _n(x)
 
@@ -185,7 +186,7 @@ def true_cost(hlo_text: str, ctx: CostContext) -> tuple[PerStep, dict[str, Traff
         when the chip family has no figures).
     """
     cost = step_cost(hlo_text, ctx.layout)
-    per_step = PerStep(flops=cost.flops, bytes_accessed=cost.bytes_accessed, transcendentals=cost.transcendentals,
+    per_step = PerStep(flops=cost.flops, matmul_flops=cost.matmul_flops, bytes_accessed=cost.bytes_accessed, transcendentals=cost.transcendentals,
                        uncosted_ops=dict(cost.uncosted_ops), unknown_trip_counts=cost.unknown_trip_counts)
     traffic = {k: Traffic(count=v.count, bytes=v.bytes, by_axis=dict(v.by_axis), dcn_bytes=v.dcn_bytes)
                for k, v in sorted(cost.collectives.items()) if v.count}
