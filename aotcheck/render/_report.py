@@ -12,8 +12,8 @@ from rich.text import Text
 from aotcheck._report import Leaf, Report
 from aotcheck._text import axes_text, human_bytes, spec_text
 from aotcheck._topology import MOCK_LABEL
-from aotcheck.render import _cost
 from aotcheck.render._common import fit_text, md
+from aotcheck.render._cost import activation_rows, cost_lines, hbm_line, peak_rows
 
 _BAR = 40
 
@@ -71,13 +71,13 @@ def summary(report: Report, largest: int = 8) -> Group:
                               f"alias {human_bytes(m.alias)}, temp {human_bytes(m.temp)}, "
                               f"code {human_bytes(m.generated_code)}"))
         if c.memory_per_device is not None:
-            parts.append(Text(_cost.hbm_line(c)))
+            parts.append(Text(hbm_line(c)))
         parts.extend(Text(line, style="yellow" if line.startswith("drift: ") and c.drift else "")
-                     for line in _cost.cost_lines(c))
-        if rows := _cost.peak_rows(c):
+                     for line in cost_lines(c))
+        if rows := peak_rows(c):
             parts.append(_table(f"largest at the peak ({human_bytes(c.memory_detail.peak_bytes if c.memory_detail else 0)} "
                                 "live), by name stack", ("source", "buffers", "bytes", "share"), rows))
-        if rows := _cost.activation_rows(c):
+        if rows := activation_rows(c):
             parts.append(_table(f"activations: {len(rows)} sharding constraints", ("name stack", "shape", "dtype", "spec"), rows))
         if report.header.backend == "mock":
             parts.append(Text("mock (CPU devices): memory figures are not TPU figures", style="yellow"))
@@ -123,11 +123,11 @@ def markdown(report: Report, all_leaves: bool = False) -> str:
     if c is not None:
         lines.append(f"- HBM per device: {fit_text(c)}" if c.fits else f"- HBM per device: **{fit_text(c)}**")
         if c.memory_per_device is not None:
-            lines.append(f"- HBM by kind: `{_cost.hbm_line(c)}`")
-        lines.extend(f"- {line}" for line in _cost.cost_lines(c))
+            lines.append(f"- HBM by kind: `{hbm_line(c)}`")
+        lines.extend(f"- {line}" for line in cost_lines(c))
         for title_, cols, rows in (("largest at the peak, by name stack", ("source", "buffers", "bytes", "share"),
-                                    _cost.peak_rows(c)),
-                                   ("activations", ("name stack", "shape", "dtype", "spec"), _cost.activation_rows(c))):
+                                    peak_rows(c)),
+                                   ("activations", ("name stack", "shape", "dtype", "spec"), activation_rows(c))):
             if rows:
                 lines += ["", f"{title_}:", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                 lines += ["| " + " | ".join(f"`{md(r[0])}`" if i == 0 else md(v) for i, v in enumerate(r)) + " |"
