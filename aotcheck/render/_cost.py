@@ -39,9 +39,9 @@ def hbm_bar(c: Compile) -> str:
 
 def hbm_line(c: Compile) -> str:
     parts = hbm_parts(c)
-    spec = f", spec sheet {human_bytes(c.hbm_spec_bytes_per_device)}" if c.hbm_spec_bytes_per_device else ""
+    spec = f" (spec {human_bytes(c.hbm_spec_bytes_per_device)})" if c.hbm_spec_bytes_per_device else ""
     kinds = ", ".join(f"{k} {human_bytes(v)}" for k, v in parts.items())
-    return f"{hbm_bar(c)} {kinds} of usable {human_bytes(c.capacity_bytes_per_device)} per device{spec}"
+    return f"{hbm_bar(c)} {kinds} of usable {human_bytes(c.capacity_bytes_per_device)}{spec}"
 
 
 def cost_lines(c: Compile) -> list[str]:
@@ -60,18 +60,18 @@ def cost_lines(c: Compile) -> list[str]:
     elif c.xla_cost is not None and c.xla_cost.flops is not None:
         lines.append(f"FLOPs {c.xla_cost.flops:.4g} (XLA's cost analysis: a loop body once)")
     if c.collectives:
-        kinds = []
+        lines.append("collectives per step per device (wire bytes, by mesh axis):")
         for kind, t in c.collectives.items():
             axes = ", ".join(f"{a} {human_bytes(b)}" for a, b in sorted(t.by_axis.items()))
             dcn = f", DCN {human_bytes(t.dcn_bytes)}" if t.dcn_bytes else ""
-            kinds.append(f"{kind} x{t.count:g} {human_bytes(t.bytes)} ({axes}{dcn})")
-        lines.append("collectives per step per device: " + "; ".join(kinds))
+            lines.append(f"  {kind} x{t.count:g}: {human_bytes(t.bytes)} ({axes}{dcn})")
     if (e := c.estimate) is not None:
-        comm = "".join(f", {a} {_seconds(s)}" for a, s in e.communication_seconds.items())
         rate = f"; {e.tokens_per_second_per_chip:,.0f} tokens/s/chip" if e.tokens_per_second_per_chip else ""
         mfu = f", MFU {e.mfu:.1%}" if e.mfu is not None else ""
-        lines.append(f"estimate ({e.chip} roofline, docs/cost.md): step {_seconds(e.step_seconds)}, {e.bound}-bound "
-                     f"(compute {_seconds(e.compute_seconds)}, memory {_seconds(e.memory_seconds)}{comm}){rate}{mfu}")
+        lines.append(f"estimate ({e.chip} roofline, docs/cost.md): step {_seconds(e.step_seconds)}, "
+                     f"{e.bound}-bound{rate}{mfu}")
+        comm = "".join(f", {'' if a == 'dcn' else 'ICI '}{a} {_seconds(s)}" for a, s in e.communication_seconds.items())
+        lines.append(f"  compute {_seconds(e.compute_seconds)}, memory {_seconds(e.memory_seconds)}{comm}")
     if c.drift is not None:
         if c.drift:
             lines.append(f"drift: {len(c.drift)} state leaves resharded by the step: " + ", ".join(

@@ -150,9 +150,9 @@ def test_the_summary_shows_the_cost_and_the_memory_picture() -> None:
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "per step per device: FLOPs " in out and "(XLA's cost analysis " in out
-    assert "collectives per step per device: all-gather " in out and "(fsdp " in out
+    assert "collectives per step per device (wire bytes, by mesh axis):" in out and "(fsdp " in out
     assert "estimate (v5p roofline, docs/cost.md): step " in out and "MFU " in out
-    assert "of usable 95.74 GiB per device, spec sheet 95.00 GiB" in out
+    assert "of usable 95.74 GiB (spec 95.00 GiB)" in out
     assert "largest at the peak" in out and "activations: " in out
     markdown = CliRunner().invoke(app, ["compile", "-t", "v5p-8", "--model", "tiny", "-f", "markdown", "--no-drift",
                                         "--memory-detail", "3"])
