@@ -87,15 +87,6 @@ class StepEstimate(Record):
     chip: str
     note: str = ESTIMATE_NOTE
 
-    @pydantic.field_serializer("step_seconds", "compute_seconds", "memory_seconds", "no_overlap_seconds",
-                               "tokens_per_second_per_chip", "mfu")
-    def _rounded(self, x: float | None) -> float | None:
-        return None if x is None else significant(x)
-
-    @pydantic.field_serializer("communication_seconds")
-    def _rounded_axes(self, x: dict[str, float]) -> dict[str, float]:
-        return {k: significant(v) for k, v in sorted(x.items())}
-
 
 def significant(x: float, digits: int = 6) -> float:
     """`x` to `digits` significant digits: an estimate's last bits are noise, and JSON must be stable.
@@ -199,10 +190,13 @@ def _estimate(cost: CostSummary, ctx: CostContext) -> StepEstimate:
     e = estimate(cost, chip, params=ctx.params, tokens_per_step=ctx.tokens_per_step, chips=ctx.chips,
                  links=ctx.links, wraparound=ctx.wraparound)
     comm = dict(sorted(e.ici_s.items())) | ({"dcn": e.dcn_s} if e.dcn_s else {})
+    # Rounded here, not on writing: a fresh report and one read back from the cache print alike.
     return StepEstimate(
-        step_seconds=e.step_s, compute_seconds=e.compute_s, memory_seconds=e.memory_s, communication_seconds=comm,
-        bound=e.bound, no_overlap_seconds=e.step_s_no_overlap, tokens_per_second_per_chip=e.tokens_per_s_per_chip,
-        mfu=e.mfu, chip=chip.family,
+        step_seconds=significant(e.step_s), compute_seconds=significant(e.compute_s),
+        memory_seconds=significant(e.memory_s), communication_seconds={k: significant(v) for k, v in comm.items()},
+        bound=e.bound, no_overlap_seconds=significant(e.step_s_no_overlap),
+        tokens_per_second_per_chip=None if e.tokens_per_s_per_chip is None else significant(e.tokens_per_s_per_chip),
+        mfu=None if e.mfu is None else significant(e.mfu), chip=chip.family,
     )
 
 
