@@ -107,9 +107,9 @@ def test_scanned_and_unscanned_agree_with_the_hand_count(shape: Shape, path: str
         assert abs(per_step.matmul_flops / analytic - 1) < 0.02
         low, high = shape.total_over_matmul
         assert low < per_step.flops / analytic < high
-    # XLA's own figure counts the scanned body once: far below the per-step count.
+    # XLA's own figure counts the scanned body once: below the per-step count by (L-1) layers' work.
     assert scan.xla_cost is not None and scan.xla_cost.flops is not None
-    assert scan.xla_cost.flops < 0.5 * scan.per_step.flops
+    assert scan.xla_cost.flops < 0.95 * scan.per_step.flops
     assert scan.estimate is not None and scan.estimate.step_seconds > 0 and scan.estimate.mfu
     timings = _report(shape, path).timings
     print(f"\n{shape.model} {path}: per-step FLOPs scanned {scan.per_step.flops:.4e} unscanned "
