@@ -1,6 +1,7 @@
 """What the compiled program says: memory per device, the fit verdict, cost and collectives.
 
-The fit verdict has one home, `Compile.assess`: needed bytes against the device's capacity.
+The fit verdict has one home, `Compile.assess`: needed bytes against the memory the
+compiler can allocate per device (the usable HBM, below the spec sheet's figure).
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from typing import Any, Literal
 
 import pydantic
 
+from aotcheck._activations import Activation
+from aotcheck._buffers import MemoryDetail
+from aotcheck._drift import Drift
 from aotcheck._errors import BuildError
 from aotcheck._program import Compiled
-from aotcheck._record import Record, number
+from aotcheck._record import Record
+from aotcheck._true_cost import CostContext, PerStep, StepEstimate, Traffic, XlaCost, true_cost
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 # An HLO instruction of one of those kinds, sync or async-start (`-done` halves are not counted).
@@ -22,8 +27,8 @@ _OOM_RES = (
     re.compile(r"Used ([\d.]+[KMGT]?) of ([\d.]+[KMGT]?) hbm", re.IGNORECASE),
     re.compile(r"required for HLO temporaries \(([\d.]+[KMGT]?)\) exceeds available HBM \(([\d.]+[KMGT]?)\)"),
 )
-SCAN_NOTE = "XLA's cost analysis counts a scanned (while-loop) body once, not once per layer"
-COLLECTIVES_NOTE = "static count of collective instructions in the compiled program; a scanned body appears once"
+PER_STEP_NOTE = ("per_step and collectives count every loop iteration (walked from the compiled HLO); "
+                 "xla_cost is XLA's cost analysis, which counts a while-loop body once")
 MOCK_NOTE = "mock backend: memory and cost are from a CPU compile, not a TPU compile"
 OOM_NOTE = "the TPU compiler ran out of HBM; figures are from its message"
 
@@ -46,16 +51,20 @@ class Memory(Record):
 
 
 class Compile(Record):
-    """The compile section of a report: memory against capacity, cost and collectives, per device."""
+    """The compile section of a report: memory against usable HBM, cost and collectives, per device and step."""
 
     verdict: Verdict
-    capacity_bytes_per_device: int
+    capacity_bytes_per_device: int  # usable HBM: what the compiler can allocate
+    hbm_spec_bytes_per_device: int | None = None  # the spec sheet's figure
     needed_bytes_per_device: int  # the peak, or the compiler's "used" figure when it ran out of HBM
     memory_per_device: Memory | None  # None when the compiler itself ran out of HBM
-    flops: float | None = None
-    bytes_accessed: float | None = None
-    transcendentals: float | None = None
-    collectives: dict[str, int] = {}
+    per_step: PerStep | None = None
+    xla_cost: XlaCost | None = None
+    collectives: dict[str, Traffic] = {}  # by kind; kinds that never run are left out
+    estimate: StepEstimate | None = None
+    memory_detail: MemoryDetail | None = None  # --memory-detail N
+    drift: tuple[Drift, ...] | None = None  # None: not checked (--no-drift)
+    activations: tuple[Activation, ...] | None = None  # --activations
     notes: tuple[str, ...] = ()
 
     @pydantic.model_validator(mode="before")
@@ -65,11 +74,8 @@ class Compile(Record):
             data = {k: v for k, v in data.items() if k != "headroom_bytes_per_device"}
             if isinstance(data.get("memory_per_device"), dict):
                 data["memory_per_device"] = {k: v for k, v in data["memory_per_device"].items() if k != "peak"}
+            data = _upgraded(data)
         return data
-
-    @pydantic.field_serializer("flops", "bytes_accessed", "transcendentals")
-    def _numbers(self, x: float | None) -> float | int | None:
-        return number(x)
 
     @pydantic.computed_field  # type: ignore[prop-decorator]
     @property
@@ -86,12 +92,33 @@ class Compile(Record):
         return "fits" if needed <= capacity else "does not fit"
 
 
-def analyse(compiled: Compiled, capacity: int, backend: str) -> Compile:
-    """The compile section of a compiled (or out-of-HBM) step on a device of `capacity` bytes."""
-    notes = [SCAN_NOTE, COLLECTIVES_NOTE] + ([MOCK_NOTE] if backend == "mock" else [])
+def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
+    """A compile section written before per-step counts (XLA's figures at the top, collectives as
+    static counts): XLA's figures move to `xla_cost`, the counts, which cannot be converted, are dropped."""
+    old = {k: data.pop(k) for k in ("flops", "bytes_accessed", "transcendentals") if k in data}
+    if old and "xla_cost" not in data:
+        data["xla_cost"] = old
+    if isinstance(data.get("collectives"), dict) and any(isinstance(v, int) for v in data["collectives"].values()):
+        data["collectives"] = {}
+    return data
+
+
+def analyse(compiled: Compiled, capacity: int, backend: str, ctx: CostContext | None = None,
+            spec_capacity: int | None = None) -> Compile:
+    """The compile section of a compiled (or out-of-HBM) step.
+
+    Arguments:
+        compiled: the compile result.
+        capacity: usable HBM per device (the compiler's own limit).
+        backend: libtpu or mock.
+        ctx: mesh, chip and model figures for the per-step counts and the estimate (None: no counts).
+        spec_capacity: the spec sheet's HBM per device, shown beside the usable figure.
+    """
+    notes = [PER_STEP_NOTE] + ([MOCK_NOTE] if backend == "mock" else [])
     if compiled.executable is None:
         needed, available = out_of_memory(compiled.out_of_memory or "")
         return Compile(verdict="does not fit", capacity_bytes_per_device=available or capacity,
+                       hbm_spec_bytes_per_device=spec_capacity,
                        needed_bytes_per_device=needed, memory_per_device=None, notes=tuple(notes + [OOM_NOTE]))
     ex = compiled.executable
     m = ex.memory_analysis()
@@ -105,15 +132,18 @@ def analyse(compiled: Compiled, capacity: int, backend: str) -> Compile:
     cost = ex.cost_analysis() or {}
     if isinstance(cost, list):  # older jax returned one dict per program
         cost = cost[0] if cost else {}
+    per_step, traffic, estimate = true_cost(ex.as_text(), ctx) if ctx is not None else (None, {}, None)
     return Compile(
         verdict=Compile.assess(memory.peak, capacity),
         capacity_bytes_per_device=capacity,
+        hbm_spec_bytes_per_device=spec_capacity,
         needed_bytes_per_device=memory.peak,
         memory_per_device=memory,
-        flops=cost.get("flops"),
-        bytes_accessed=cost.get("bytes accessed"),
-        transcendentals=cost.get("transcendentals"),
-        collectives=collectives(ex.as_text()),
+        per_step=per_step,
+        xla_cost=XlaCost(flops=cost.get("flops"), bytes_accessed=cost.get("bytes accessed"),
+                         transcendentals=cost.get("transcendentals")),
+        collectives=traffic,
+        estimate=estimate,
         notes=tuple(notes),
     )
 

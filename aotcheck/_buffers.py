@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aotcheck._hlo import parse_module
+from aotcheck._record import Record
 
 _PEAK_RE = re.compile(r"^\s*Live ranges at (\d+) \(peak\):")
 _LIVE_RE = re.compile(r"^\s+(\S+?)(\{[\d,]*\})?: (\d+) bytes")
@@ -239,3 +240,38 @@ def dump_peak_buffers(lowered: Any, top: int = 20) -> tuple[Any, PeakReport]:
         return compiled, peak_report(texts["live_range"], texts["buffer_assignment"], texts["hlo"], top, code)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+class PeakShare(Record):
+    """A buffer, or a group of buffers sharing a name stack, live at the peak."""
+
+    source: str  # the JAX name stack (or argument path) it comes from
+    name: str | None = None  # the HLO value, for a single buffer
+    bytes: int
+    share: float  # of the live bytes at the peak
+    buffers: int = 1
+
+
+class MemoryDetail(Record):
+    """Where the HBM goes at the peak (`--memory-detail N`), from the compiler's buffer assignment."""
+
+    peak_bytes: int
+    groups: tuple[PeakShare, ...]  # the N largest, by name stack
+    buffers: tuple[PeakShare, ...]  # the N largest single buffers
+    argument: int
+    output: int
+    temp: int  # constants included
+    code: int | None = None
+
+
+def memory_detail(report: PeakReport) -> MemoryDetail:
+    """The report's record of a PeakReport (shares rounded to 4 digits, so reports stay stable)."""
+    return MemoryDetail(
+        peak_bytes=report.peak_bytes,
+        groups=tuple(PeakShare(source=g.source, bytes=g.bytes, share=round(g.share, 4), buffers=g.buffers)
+                     for g in report.groups),
+        buffers=tuple(PeakShare(source=b.source, name=b.name, bytes=b.bytes, share=round(b.share, 4))
+                      for b in report.buffers),
+        argument=report.split.argument, output=report.split.output,
+        temp=report.split.temp + report.split.constant, code=report.split.code,
+    )

@@ -66,6 +66,7 @@ def key(
     mesh: Mapping[str, Any],
     allow_split_physical_axes: bool,
     compiler_options: Mapping[str, Any],
+    options: Mapping[str, Any] | None = None,
 ) -> str:
     """The compile entry's key.
 
@@ -76,9 +77,12 @@ def key(
             versions it fixes the device order, which the lowered text does not hold.
         allow_split_physical_axes: the layout flag.
         compiler_options: what `compile(compiler_options=...)` gets (`--fast`).
+        options: the settings that add to the compile section (drift, memory detail, activations).
     """
     h = hashlib.sha256()
     parts: dict[str, Any] = {
+        "record": 3,  # the compile section's form: per-step counts, estimate, drift
+        "options": options or {},
         "schema": SCHEMA,  # the cached record's form
         "versions": versions(),
         "target": target,

@@ -121,15 +121,23 @@ def compile_(
     backend: BackendOpt = BackendChoice.auto,
     no_cache: NoCache = False,
     fast: Fast = False,
+    memory_detail: Annotated[int, typer.Option("--memory-detail", min=0, metavar="N", help=(
+        "List the N largest buffer groups live at the HBM peak, by name stack (a second compile); 0: off."))] = 0,
+    no_drift: Annotated[bool, typer.Option("--no-drift", help=(
+        "Skip the drift check (a second compile with the outputs' shardings left to XLA)."))] = False,
+    activations: Annotated[bool, typer.Option("--activations", help="List every sharding constraint of the step.")] = False,
 ) -> None:
-    """Build the abstract train state, compile train_step for a TPU slice, and report sharding and memory."""
+    """Build the abstract train state, compile train_step for a TPU slice, and report sharding, memory and cost."""
+    from dataclasses import replace
+
     from aotcheck import render
     from aotcheck._io import check_output
     from aotcheck._pipeline import build
 
     if out is not None:
         check_output(out)
-    request = request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx, no_cache, fast)
+    request = replace(request_from(topology, num_slices, model, config, sets, no_compile, backend, pure_nnx, no_cache, fast),
+                      drift=not no_drift, memory_detail=memory_detail, activations=activations)
     with progress() as say:
         built = build(request, say)
     for warning in built.warnings if _verbosity["level"] >= 0 else ():

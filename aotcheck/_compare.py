@@ -17,7 +17,9 @@ from enum import StrEnum
 from typing import Any
 
 from aotcheck import _canonical
+from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
+from aotcheck._record import number
 from aotcheck._report import Leaf, Report
 from aotcheck._text import axes_text, human_bytes, join, percent, spec_text
 
@@ -37,6 +39,7 @@ class Category(StrEnum):
     FIT_VERDICT = "fit verdict changed"
     COLLECTIVES = "collectives changed"
     FLOPS = "FLOPs changed"
+    SHARDING_DRIFT = "state resharded by the step"
     COMPILE_FAILING = "compile newly failing"
 
 
@@ -47,6 +50,10 @@ MIRROR_NOTE = "the optimizer state mirrors the parameter"
 ORDER_NOTE = (
     "unscanned Linen layers are named layers_N and flatten in string order (layers_10 before layers_2), "
     "unlike NNX's numbered list, so the step's arguments come in a different order and XLA assigns buffers differently"
+)
+DRIFT_NOTE = (
+    "compiled with its outputs left to XLA, the step hands this leaf back sharded differently: "
+    "it reshards its own state every step (look for a sharding constraint or optimizer transformation on it)"
 )
 GRAPH_UPDATES_NOTE = (
     "the NNX side needs more temp: nnx.scan / nnx.remat / nnx.vmap with graph updates thread extra loop values; "
@@ -279,18 +286,44 @@ def _program_findings(a: Report, b: Report, sa: _Side, sb: _Side, leaf_findings:
                 Category.MEMORY, None, {name: x}, {name: y},
                 note=join(f"{percent(change)} per chip", *extra),
             ))
-    if ca.collectives != cb.collectives:
-        kinds = sorted(set(ca.collectives) | set(cb.collectives))
-        moved = ", ".join(
-            f"{k} {ca.collectives.get(k, 0)} -> {cb.collectives.get(k, 0)}" for k in kinds
-            if ca.collectives.get(k, 0) != cb.collectives.get(k, 0)
-        )
-        out.append(Finding(Category.COLLECTIVES, None, dict(ca.collectives), dict(cb.collectives), note=join(moved, *causes.values())))
-    if ca.flops is not None and cb.flops is not None:
-        change = _relative(ca.flops, cb.flops)
-        if abs(change) > tol:
-            out.append(Finding(Category.FLOPS, None, ca.flops, cb.flops, note=join(percent(change), *causes.values())))
+    out.extend(_cost_findings(ca, cb, tol, causes))
     return out
+
+
+def _cost_findings(ca: Compile, cb: Compile, tol: float, causes: dict[str, str]) -> list[Finding]:
+    """Per-step FLOPs and collective bytes per kind (relative changes beyond `tol`), and drift new on side B.
+
+    A side written before per-step counts (no `per_step`) compares XLA's FLOPs only.
+    """
+    out = []
+    flops: tuple[float | None, float | None]
+    if ca.per_step is not None and cb.per_step is not None:
+        flops = (ca.per_step.flops, cb.per_step.flops)
+        moved = []
+        for kind in sorted(set(ca.collectives) | set(cb.collectives)):
+            x = ca.collectives[kind].bytes if kind in ca.collectives else 0.0
+            y = cb.collectives[kind].bytes if kind in cb.collectives else 0.0
+            if abs(_relative(x, y)) > tol:
+                moved.append(f"{kind} {human_bytes(x)} -> {human_bytes(y)} per device per step ({percent(_relative(x, y))})")
+        if moved:
+            out.append(Finding(Category.COLLECTIVES, None, _bytes_by_kind(ca), _bytes_by_kind(cb),
+                               note=join(*moved, *causes.values())))
+    else:
+        flops = (ca.xla_cost.flops if ca.xla_cost else None, cb.xla_cost.flops if cb.xla_cost else None)
+    if flops[0] is not None and flops[1] is not None:
+        change = _relative(flops[0], flops[1])
+        if abs(change) > tol:
+            out.append(Finding(Category.FLOPS, None, number(flops[0]), number(flops[1]),
+                               note=join(f"{percent(change)} per device per step", *causes.values())))
+    before = {d.leaf: d for d in ca.drift or ()}
+    for d in cb.drift or ():
+        if before.get(d.leaf) != d:
+            out.append(Finding(Category.SHARDING_DRIFT, d.leaf, spec_text(d.input), d.output, note=DRIFT_NOTE))
+    return out
+
+
+def _bytes_by_kind(c: Compile) -> dict[str, float | int | None]:
+    return {k: number(v.bytes) for k, v in sorted(c.collectives.items())}
 
 
 def _causes(a: Report, b: Report, sa: _Side, sb: _Side, leaf_findings: list[Finding]) -> dict[str, str]:

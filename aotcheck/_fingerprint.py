@@ -91,8 +91,11 @@ def inputs_key(
     backend: str,
     compile: bool,
     compiler_options: Mapping[str, Any],
+    analysis: Mapping[str, Any] | None = None,
 ) -> str | None:
     """The report entry's key, or None if the model's code has no files to key it by.
+
+    `analysis` holds the settings that add to the compile section (drift, memory detail, activations).
 
     `backend` must be resolved (`libtpu` or `mock`, not `auto`).
 
@@ -106,6 +109,7 @@ def inputs_key(
     parts = {
         "schema": SCHEMA,
         "config": cfg.as_dict(),
+        "analysis": dict(analysis or {}),
         "model": [model, model_source],
         "sources": sources,
         "topology": dataclasses.asdict(topology),

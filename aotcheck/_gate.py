@@ -124,7 +124,7 @@ def build(case: Case, path: str, backend: str) -> Built:
     from aotcheck._pipeline import Request, build_report
 
     request = Request(topology=case.topology, num_slices=case.num_slices, model=case.model, overrides=case.overrides,
-                      pure_nnx=path == "nnx", compile=case.compile, backend=backend)
+                      pure_nnx=path == "nnx", compile=case.compile, backend=backend, activations=case.activations)
     start = time.perf_counter()
     try:
         report = build_report(request)

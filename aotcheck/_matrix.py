@@ -41,6 +41,7 @@ class CaseFile(pydantic.BaseModel):
     golden: str | None = None  # golden subdirectory; default <model>/<topology>[-x<slices>]
     memory_tolerance: float | None = pydantic.Field(None, ge=0)  # default: the matrix's
     compiler_changes: Literal["fail", "warn"] | None = None  # default: the matrix's
+    activations: bool = False  # record the step's sharding constraints in compile.json
 
     @pydantic.field_validator("golden")
     @classmethod
@@ -84,6 +85,7 @@ class Case:
     golden: str
     memory_tolerance: float | None = None
     compiler_changes: str | None = None
+    activations: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def parse(data: Any, source: Path) -> Matrix:
             name=raw.name or default_name(raw.model, raw.topology, raw.num_slices), model=raw.model,
             topology=raw.topology, num_slices=raw.num_slices, paths=raw.paths, overrides=_overrides(raw.overrides),
             compile=raw.compile, slow=raw.slow, golden=golden.strip("/"), memory_tolerance=raw.memory_tolerance,
-            compiler_changes=raw.compiler_changes,
+            compiler_changes=raw.compiler_changes, activations=raw.activations,
         ))
     _check_unique(cases, source)
     return Matrix(

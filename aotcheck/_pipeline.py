@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -10,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from aotcheck import _cache, _mesh, _names, _program, _sharding, _state
+from aotcheck._activations import activations
 from aotcheck._analysis import Compile, analyse
+from aotcheck._buffers import dump_peak_buffers, memory_detail
 from aotcheck._config import RunConfig, parse_overrides
+from aotcheck._drift import drifted
 from aotcheck._fingerprint import inputs_key
 from aotcheck._model import ModelSpec
 from aotcheck._registry import ModelEntry, load_config
+from aotcheck._replica_groups import layout_from_plan
 from aotcheck._report import BatchInput, Header, Leaf, MeshInfo, Report, TopologyInfo, versions
 from aotcheck._topology import Target, get_topology, make_target, resolve_backend
+from aotcheck._true_cost import CostContext, axis_links, chip_of, tokens_per_step
 
 Progress = Callable[[str], None]
 
@@ -27,7 +33,7 @@ class Request:
 
     Example:
         >>> aotcheck.Request(model="llama2-7b", topology="v5p-128", pure_nnx=True, compile=False)
-        Request(topology='v5p-128', num_slices=1, model='llama2-7b', config_file=None, overrides=(), pure_nnx=True, compile=False, backend='auto', cache=True, fast=False)
+        Request(topology='v5p-128', num_slices=1, model='llama2-7b', config_file=None, overrides=(), pure_nnx=True, compile=False, backend='auto', cache=True, fast=False, drift=True, memory_detail=0, activations=False)
     """
 
     topology: str = "v5p-8"
@@ -40,6 +46,9 @@ class Request:
     backend: str = "auto"  # auto, libtpu or mock
     cache: bool = True  # reuse an identical earlier report, or compile section
     fast: bool = False  # a low-effort compile (`--fast`): quicker, different figures, labelled in the header
+    drift: bool = True  # also compile with the state's output shardings left to XLA (a second compile)
+    memory_detail: int = 0  # the N largest buffers at the peak (a second compile with a dump); 0: off
+    activations: bool = False  # list the step's sharding constraints
 
     def with_path(self, path: str) -> Request:
         """The same request on the `linen` or `nnx` path."""
@@ -129,17 +138,40 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         timings["lower_seconds"] = lowered.lower_seconds
         cache_key = _cache.key(lowered.lowered.as_text(), target.name, target.backend,
                                mesh={"axes": plan.axis_names, "ici": plan.ici, "dcn": plan.dcn},
-                               allow_split_physical_axes=cfg.core.allow_split_physical_axes, compiler_options=options)
+                               allow_split_physical_axes=cfg.core.allow_split_physical_axes, compiler_options=options,
+                               options={"drift": request.drift, "memory_detail": request.memory_detail})
         compiled = _cache.get("c", cache_key, Compile) if request.cache else None
         timings["compile_cache_hit"] = float(compiled is not None)
         if compiled is None:
+            label = f"model '{entry.name}' ({path}) on {target.name}"
             say(f"compiling for {target.name} ({len(target.devices)} devices, {target.backend})")
-            result = _program.compile_lowered(lowered, f"model '{entry.name}' ({path}) on {target.name}", options)
+            result = _program.compile_lowered(lowered, label, options)
             timings["compile_seconds"] = result.compile_seconds
-            compiled = analyse(result, topology.hbm_bytes_per_device, target.backend)
+            params = sum(math.prod(leaf.shape) for leaf in abstract.leaves if leaf.role == "param")
+            tokens = tokens_per_step({k: f.shape for k, f in batch.items()}, cfg.core.max_target_length)
+            ctx = _cost_context(target, plan, params, tokens)
+            usable = ctx.chip.usable_hbm_per_device if ctx.chip is not None else topology.hbm_bytes_per_device
+            with _timed(timings, "analysis_seconds"):
+                compiled = analyse(result, usable, target.backend, ctx, topology.hbm_bytes_per_device)
             executable = result.executable
+            if executable is not None and request.memory_detail:
+                say("compiling again with a buffer dump (--memory-detail)")
+                with _timed(timings, "memory_detail_seconds"):
+                    _, peak = dump_peak_buffers(lowered.lowered, request.memory_detail)
+                compiled = compiled.model_copy(update={"memory_detail": memory_detail(peak)})
+            if executable is not None and request.drift:
+                say("compiling again with the outputs' shardings left to XLA (drift check; --no-drift skips it)")
+                with _timed(timings, "drift_seconds"):
+                    free = _program.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh, rules,
+                                         fixed_outputs=False)
+                    free_result = _program.compile_lowered(free, f"{label}, outputs left to XLA", options)
+                    drift = () if free_result.executable is None else drifted(
+                        free_result.executable, [leaf.path for leaf in abstract.leaves], specs, mesh)
+                compiled = compiled.model_copy(update={"drift": drift})
             if request.cache and (warning := _cache.put("c", cache_key, compiled)):
                 warnings.append(warning)
+        if request.activations:
+            compiled = compiled.model_copy(update={"activations": activations(lowered.lowered.as_text(debug_info=True))})
 
     report = Report(
         header=_header(cfg, entry, path, target, plan).model_copy(update={"compiler_options": options}),
@@ -164,7 +196,8 @@ def _report_key(request: Request, cfg: RunConfig, entry: ModelEntry) -> str | No
     if not request.cache or isinstance(request.model, ModelSpec):
         return None
     return inputs_key(cfg, entry.name, entry.source, entry.spec, get_topology(request.topology), request.num_slices,
-                      resolve_backend(request.backend), request.compile, _program.compiler_options(request.fast))
+                      resolve_backend(request.backend), request.compile, _program.compiler_options(request.fast),
+                      {"drift": request.drift, "memory_detail": request.memory_detail, "activations": request.activations})
 
 
 def _cached(key: str) -> Report | None:
@@ -177,6 +210,15 @@ def cached_report(request: Request) -> Report | None:
     cfg, entry = configure(request)
     key = _report_key(request, cfg, entry)
     return None if key is None else _cached(key)
+
+
+def _cost_context(target: Target, plan: _mesh.MeshPlan, params: int, tokens: int | None) -> CostContext:
+    topology = target.topology
+    chip = chip_of(topology.family)
+    per_chip = chip.devices_per_chip if chip is not None else 1
+    links, rings = axis_links(topology.physical_shape, topology.wrap, per_chip, plan.axis_names, plan.ici)
+    layout = layout_from_plan(plan.axis_names, plan.ici, plan.dcn, per_slice_program=target.backend != "mock")
+    return CostContext(layout, chip, params, tokens, topology.chips_per_slice * target.num_slices, links, rings)
 
 
 def _header(cfg: RunConfig, entry: ModelEntry, path: _state.Path, target: Target, plan: _mesh.MeshPlan) -> Header:

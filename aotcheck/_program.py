@@ -37,8 +37,12 @@ def lower(
     batch_specs: Mapping[str, Spec],
     mesh: Any,
     rules: Rules,
+    fixed_outputs: bool = True,
 ) -> Lowered:
-    """Jit the step with the state's and batch's shardings (state donated) and lower it for `mesh`."""
+    """Jit the step with the state's and batch's shardings (state donated) and lower it for `mesh`.
+
+    With `fixed_outputs=False` the outputs' shardings are left to XLA (the drift check).
+    """
     import jax
     from jax.sharding import NamedSharding
 
@@ -49,12 +53,11 @@ def lower(
     state_sh = jax.tree_util.tree_unflatten(treedef, [named(s) for s in specs])
     batch_sh = {k: named(batch_specs[k]) for k in batch}
     batch_tree = {k: jax.ShapeDtypeStruct(f.shape, f.dtype) for k, f in batch.items()}
-    step = jax.jit(
-        step_function(cfg, spec, state.path, state.graphdef),
-        in_shardings=(state_sh, batch_sh),
-        out_shardings=(state_sh, named(())),
-        donate_argnums=0,
-    )
+    fn = step_function(cfg, spec, state.path, state.graphdef)
+    if fixed_outputs:
+        step = jax.jit(fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, named(())), donate_argnums=0)
+    else:  # the drift check: XLA chooses the state's output shardings
+        step = jax.jit(fn, in_shardings=(state_sh, batch_sh), donate_argnums=0)
     start = time.perf_counter()
     try:
         with tracing(rules, mesh):

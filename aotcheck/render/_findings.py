@@ -30,7 +30,7 @@ def value_text(category: Category, value: Any) -> str:
     if category == Category.MEMORY and isinstance(value, dict):
         return human_bytes(next(iter(value.values())))
     if category == Category.COLLECTIVES and isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+        return ", ".join(f"{k}={human_bytes(v)}" for k, v in sorted(value.items()))
     if category == Category.FLOPS and isinstance(value, int | float):
         return f"{value:,.0f}"
     return str(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Group
@@ -9,9 +10,10 @@ from rich.table import Table
 from rich.text import Text
 
 from aotcheck._report import Leaf, Report
-from aotcheck._text import axes_text, collectives_text, human_bytes, spec_text
+from aotcheck._text import axes_text, human_bytes, spec_text
 from aotcheck._topology import MOCK_LABEL
 from aotcheck.render._common import fit_text, md
+from aotcheck.render._cost import activation_rows, cost_lines, hbm_line, peak_rows
 from aotcheck.render._width import fitted_table
 
 _BAR = 40
@@ -69,10 +71,15 @@ def summary(report: Report, largest: int = 8, width: int | None = None) -> Group
             parts.append(Text(f"argument {human_bytes(m.argument)}, output {human_bytes(m.output)}, "
                               f"alias {human_bytes(m.alias)}, temp {human_bytes(m.temp)}, "
                               f"code {human_bytes(m.generated_code)}"))
-        if c.flops is not None:
-            parts.append(Text(f"FLOPs {c.flops:.4g}, bytes accessed {c.bytes_accessed or 0:.4g} (scanned bodies count once)"))
-        if c.collectives:
-            parts.append(Text(f"collectives: {collectives_text(c.collectives)}"))
+        if c.memory_per_device is not None:
+            parts.append(Text(hbm_line(c)))
+        parts.extend(Text(line, style="yellow" if line.startswith("drift: ") and c.drift else "")
+                     for line in cost_lines(c))
+        if rows := peak_rows(c):
+            parts.append(_table(f"largest at the peak ({human_bytes(c.memory_detail.peak_bytes if c.memory_detail else 0)} "
+                                "live), by name stack", ("source", "buffers", "bytes", "share"), rows))
+        if rows := activation_rows(c):
+            parts.append(_table(f"activations: {len(rows)} sharding constraints", ("name stack", "shape", "dtype", "spec"), rows))
         if report.header.backend == "mock":
             parts.append(Text("mock (CPU devices): memory figures are not TPU figures", style="yellow"))
         if options := report.header.compiler_options:
@@ -88,6 +95,15 @@ def summary(report: Report, largest: int = 8, width: int | None = None) -> Group
     if largest:
         parts.append(leaf_table(report, limit=largest, title=f"largest {largest} leaves per device", width=width))
     return Group(*parts)
+
+
+def _table(title_: str, columns: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Table:
+    table = Table(title=title_, title_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col, no_wrap=i == 0, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def leaf_table(report: Report, limit: int | None = None, title: str | None = None, width: int | None = None) -> Table:
@@ -111,10 +127,16 @@ def markdown(report: Report, all_leaves: bool = False) -> str:
     c = report.compile
     if c is not None:
         lines.append(f"- HBM per device: {fit_text(c)}" if c.fits else f"- HBM per device: **{fit_text(c)}**")
-        if c.flops is not None:
-            lines.append(f"- FLOPs: {c.flops:.4g}")
-        if c.collectives:
-            lines.append(f"- collectives: {collectives_text(c.collectives)}")
+        if c.memory_per_device is not None:
+            lines.append(f"- HBM by kind: `{hbm_line(c)}`")
+        lines.extend(f"- {line}" for line in cost_lines(c))
+        for title_, cols, rows in (("largest at the peak, by name stack", ("source", "buffers", "bytes", "share"),
+                                    peak_rows(c)),
+                                   ("activations", ("name stack", "shape", "dtype", "spec"), activation_rows(c))):
+            if rows:
+                lines += ["", f"{title_}:", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+                lines += ["| " + " | ".join(f"`{md(r[0])}`" if i == 0 else md(v) for i, v in enumerate(r)) + " |"
+                          for r in rows]
     lines += ["", "| path | shape | dtype | logical axes | spec | bytes/device |", "|---|---|---|---|---|---|"]
     leaves = list(report.items()) if all_leaves else _largest(report, 8)
     for path, leaf in leaves:

@@ -19,6 +19,7 @@ from aotcheck._analysis import Compile, Memory
 from aotcheck._cli import app
 from aotcheck._model import ModelSpec
 from aotcheck._pipeline import Request, build_report
+from aotcheck._true_cost import XlaCost
 
 runner = CliRunner()
 V, D, F = 256, 128, 256  # D is sharded 64 ways (fsdp) on v5p-128
@@ -220,7 +221,7 @@ def _with_compile(report: Any, temp: int, flops: float = 1e9) -> Any:
     memory = Memory(argument=1 << 20, output=1 << 20, alias=1 << 20, temp=temp, generated_code=0)
     return report.model_copy(update={"compile": Compile(
         verdict="fits", capacity_bytes_per_device=1 << 36, memory_per_device=memory, needed_bytes_per_device=memory.peak,
-        flops=flops, collectives={"all-gather": 2})})
+        xla_cost=XlaCost(flops=flops))})
 
 
 def test_unscanned_layer_order_is_named_as_the_cause_of_a_memory_difference() -> None:

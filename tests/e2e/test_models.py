@@ -185,7 +185,7 @@ def test_mixer_compiles_for_a_tpu_topology_on_both_paths_to_the_same_program() -
     assert for_path["linen"] == for_path["nnx"] and len(for_path["linen"]) == 92
     assert linen.totals.parameters == nnx.totals.parameters == 48_938
     assert linen.compile.memory_per_device == nnx.compile.memory_per_device
-    assert (linen.compile.flops, linen.compile.collectives) == (nnx.compile.flops, nnx.compile.collectives)
+    assert (linen.compile.per_step, linen.compile.collectives) == (nnx.compile.per_step, nnx.compile.collectives)
 
 
 def test_mixer_compiles_on_the_mock_backend_with_model_config_from_the_command_line() -> None:

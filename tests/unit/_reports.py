@@ -7,7 +7,9 @@ from typing import Any
 
 from aotcheck import _sharding
 from aotcheck._analysis import Compile, Memory
+from aotcheck._drift import Drift
 from aotcheck._report import BatchInput, Header, Leaf, MeshInfo, Report, TopologyInfo
+from aotcheck._true_cost import PerStep, Traffic, XlaCost
 
 AXES = ("data", "fsdp", "tensor")
 MESH_SHAPE = {"data": 1, "fsdp": 4, "tensor": 2}
@@ -37,13 +39,18 @@ def header(path: str = "linen", **changes: Any) -> Header:
     return Header(**fields)
 
 
-def compile_section(temp: int = 4096, collectives: Mapping[str, int] | None = None,
-                    flops: float | None = 1.5e9) -> Compile:
+def compile_section(temp: int = 4096, collectives: Mapping[str, float] | None = None,
+                    flops: float | None = 1.5e9, drift: tuple[Drift, ...] = ()) -> Compile:
+    """A compile section; `collectives` are wire bytes per kind (all along fsdp)."""
     memory = Memory(argument=8192, output=8192, alias=8000, temp=temp, generated_code=1024)
+    traffic = {k: Traffic(count=2, bytes=v, by_axis={"fsdp": v})
+               for k, v in (collectives or {"all-gather": 3e6, "all-reduce": 1e6}).items()}
     return Compile(
-        verdict="fits", capacity_bytes_per_device=102005473280, needed_bytes_per_device=memory.peak,
-        memory_per_device=memory, flops=flops, bytes_accessed=2.25e8, transcendentals=3e6,
-        collectives=dict(collectives or {"all-gather": 3, "all-reduce": 1}), notes=("a note",),
+        verdict="fits", capacity_bytes_per_device=102800042229, hbm_spec_bytes_per_device=102005473280,
+        needed_bytes_per_device=memory.peak, memory_per_device=memory,
+        per_step=None if flops is None else PerStep(flops=flops, bytes_accessed=2.25e8, transcendentals=3e6),
+        xla_cost=XlaCost(flops=flops and flops / 4, bytes_accessed=1e8, transcendentals=1e6),
+        collectives=traffic, drift=drift, notes=("a note",),
     )
 
 

@@ -115,9 +115,12 @@ def test_fit_verdict_is_needed_within_capacity():
     assert Compile.assess(101, 100) == "does not fit"
 
 
-def test_integral_cost_figures_are_written_as_integers():
-    c = Compile(verdict="fits", capacity_bytes_per_device=10, needed_bytes_per_device=1, memory_per_device=None,
-                flops=1724283136.0, bytes_accessed=2.5)
+def test_a_compile_section_of_the_old_form_reads_with_xla_figures_kept():
+    # Written before per-step counts: XLA's figures at the top, collectives as static counts.
+    c = Compile.model_validate({"verdict": "fits", "capacity_bytes_per_device": 10, "needed_bytes_per_device": 1,
+                                "memory_per_device": None, "flops": 1724283136.0, "bytes_accessed": 2.5,
+                                "collectives": {"all-gather": 18, "all-reduce": 10}})
+    assert c.per_step is None and c.collectives == {}
     dumped = c.model_dump(mode="json")
-    assert dumped["flops"] == 1724283136 and isinstance(dumped["flops"], int)
-    assert dumped["bytes_accessed"] == 2.5
+    assert dumped["xla_cost"]["flops"] == 1724283136 and isinstance(dumped["xla_cost"]["flops"], int)
+    assert dumped["xla_cost"]["bytes_accessed"] == 2.5

@@ -7,6 +7,7 @@ import pytest
 from aotcheck import _canonical
 from aotcheck._analysis import Compile
 from aotcheck._compare import MIRROR_NOTE, RNG_NOTE, STEP_NOTE, Category, Finding, compare, failing
+from aotcheck._drift import Drift
 from aotcheck._errors import UsageError
 from aotcheck._report import Header, Leaf, MeshInfo, Report
 
@@ -18,7 +19,8 @@ NU = "opt_state/0/nu/decoder/layers_0/mlp/kernel"
 
 
 def with_leaves(table: dict[str, Leaf], **compile_changes) -> Report:
-    c = Compile.model_validate({**compile_section().model_dump(), **compile_changes})
+    base = compile_section(**{k: compile_changes.pop(k) for k in ("collectives", "flops", "drift") if k in compile_changes})
+    c = Compile.model_validate({**base.model_dump(), **compile_changes})
     return report(table).model_copy(update={"compile": c})
 
 
@@ -172,12 +174,28 @@ def test_memory_beyond_tolerance_is_a_finding_and_within_it_is_not():
     assert compare(a, b, memory_tolerance=10.0) == []
 
 
-def test_collectives_and_flops_changes():
-    b = with_leaves(linen_leaves(), collectives={"all-gather": 4, "all-reduce": 1}, flops=3e9)
+def test_collective_bytes_and_per_step_flops_changes():
+    b = with_leaves(linen_leaves(), collectives={"all-gather": 4e6, "all-reduce": 1e6}, flops=3e9)
     findings = compare(report(), b)
     assert [f.category for f in findings] == [Category.COLLECTIVES, Category.FLOPS]
-    assert findings[0].note == "all-gather 3 -> 4"
-    assert findings[1].note == "+100.0%"
+    assert findings[0].note == "all-gather 2.86 MiB -> 3.81 MiB per device per step (+33.3%)"
+    assert findings[0].after == {"all-gather": 4000000, "all-reduce": 1000000}
+    assert (findings[1].before, findings[1].after, findings[1].note) == (1500000000, 3000000000,
+                                                                        "+100.0% per device per step")
+
+
+def test_collective_bytes_within_the_tolerance_are_no_finding():
+    b = with_leaves(linen_leaves(), collectives={"all-gather": 3.003e6, "all-reduce": 1e6})
+    assert compare(report(), b) == []
+
+
+def test_drift_new_on_side_b_is_a_finding_per_leaf():
+    moved = Drift(leaf="params/decoder/norm/scale", input=("fsdp",), output="P('tensor')")
+    b = with_leaves(linen_leaves(), drift=(moved,))
+    (finding,) = compare(report(), b)
+    assert (finding.category, finding.leaf, finding.before, finding.after) == (
+        Category.SHARDING_DRIFT, "params/decoder/norm/scale", "P('fsdp')", "P('tensor')")
+    assert compare(b, b) == []  # recorded in the golden: accepted, not a change
 
 
 def test_a_compile_that_runs_out_of_hbm_is_compile_failing():

@@ -1,0 +1,79 @@
+"""Every sharding constraint of the lowered step: name stack, shape and resolved PartitionSpec.
+
+Read from the lowered StableHLO with debug info (`lowered.as_text(debug_info=True)`):
+Shardy prints a constraint as `sdy.sharding_constraint %x <@mesh, [{"fsdp"}, {}, {}]> :
+tensor<8x128x256xbf16> loc(#loc12)` and the location `#loc12 = loc("jit(step)/.../
+sharding_constraint"(#loc3))` carries the JAX name stack. The older GSPMD form, a
+`@Sharding` custom call with an `mhlo.sharding` attribute, is not produced by this stack
+and is not read.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aotcheck._record import Record
+
+Entry = str | tuple[str, ...] | None  # as in a report's PartitionSpec
+
+_CONSTRAINT_RE = re.compile(
+    r"sdy\.sharding_constraint\s+%\S+\s+<@\w+,\s*\[(?P<dims>.*?)\]\s*(?:,\s*replicated=\{[^}]*\})?>"
+    r"\s*:\s*tensor<(?P<type>[^>]*)>(?:\s+loc\((?P<loc>#loc\d+)\))?"
+)
+_LOC_RE = re.compile(r'^(#loc\d+) = loc\((?:callsite\()?"(?P<name>[^"]*)"')
+_DIM_RE = re.compile(r"\{([^}]*)\}")
+
+
+class Activation(Record):
+    """One sharding constraint of the step (an activation's sharding)."""
+
+    name: str  # the JAX name stack, without the jit(...) wrapper and the final op
+    shape: tuple[int, ...]
+    dtype: str
+    partition_spec: tuple[Entry, ...]  # trailing replicated dimensions dropped
+
+
+def _spec(dims: str) -> tuple[Entry, ...]:
+    out: list[Entry] = []
+    for inner in _DIM_RE.findall(dims):
+        axes = tuple(re.findall(r'"([^"]+)"', inner))
+        out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    while out and out[-1] is None:
+        out.pop()
+    return tuple(out)
+
+
+def _name(stack: str) -> str:
+    parts = stack.split("/")
+    if parts and parts[0].startswith("jit("):
+        parts = parts[1:]
+    if len(parts) > 1 and parts[-1] == "sharding_constraint":
+        parts = parts[:-1]
+    return "/".join(parts)
+
+
+def activations(lowered_text: str) -> tuple[Activation, ...]:
+    """The sharding constraints of a lowered program, in program order.
+
+    Arguments:
+        lowered_text: `lowered.as_text(debug_info=True)` (without debug info, names are empty).
+    Returns:
+        One Activation per constraint.
+
+    Example:
+        >>> text = ('%2 = sdy.sharding_constraint %1 <@mesh, [{"fsdp"}, {}, {}]> : tensor<8x128x256xbf16> loc(#loc9)\\n'
+        ...         '#loc9 = loc("jit(step)/decoder/sharding_constraint"(#loc3))')
+        >>> activations(text)[0].partition_spec, activations(text)[0].name
+        (('fsdp',), 'decoder')
+    """
+    locs = {m.group(1): m.group("name") for line in lowered_text.splitlines() if (m := _LOC_RE.match(line))}
+    out = []
+    for m in _CONSTRAINT_RE.finditer(lowered_text):
+        *dims, dtype = m.group("type").split("x")
+        out.append(Activation(
+            name=_name(locs.get(m.group("loc") or "", "")),
+            shape=tuple(int(d) for d in dims),
+            dtype=dtype,
+            partition_spec=_spec(m.group("dims")),
+        ))
+    return tuple(out)
