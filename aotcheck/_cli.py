@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from aotcheck import _cli_fit
 from aotcheck._errors import EXIT_DOES_NOT_FIT, EXIT_USAGE, AotcheckError
 
 app = typer.Typer(
@@ -164,6 +165,9 @@ def compile_(
             emit(console.export_text(), out)
     if report.compile is not None and not report.compile.fits:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+app.command("fit")(one_line_errors(_cli_fit.fit))
 
 
 @app.command("topologies")
