@@ -62,7 +62,7 @@ def fit(
     remat: Annotated[list[str] | None, typer.Option("--remat", help="Remat policies to try, e.g. none,minimal,full (default: the config's).")] = None,
     mesh: Annotated[list[str] | None, typer.Option("--mesh", help="ICI mesh to try, e.g. fsdp=16,tensor=4 (repeatable; other axes 1; default: the config's).")] = None,
     global_batch: Annotated[int | None, typer.Option("--global-batch", min=1, help="Hold the global batch fixed: per-device batch = N / devices.")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Build candidates in N processes (default: the cores).")] = 0,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Build candidates in N processes (default: the cores).")] = None,
     max_compiles: Annotated[int | None, typer.Option("--max-compiles", min=1, help="Stop after this many builds.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table, json or markdown.")] = "table",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the recommended configuration's report (JSON, as `compile --format json`) here.")] = None,

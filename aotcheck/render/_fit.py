@@ -42,8 +42,10 @@ def _closing(result: FitResult) -> list[str]:
         lines.append(f"search {result.stopped}")
     rec = result.recommendation
     lines.append(f"recommended: {rec.text}" if rec else "recommended: nothing fits; see each row's note")
-    if rec:
-        lines.append("  --set " + " --set ".join(rec.overrides))
+    if rec:  # the mesh's axes of size 1 are in the JSON's overrides; here they would bury the answer
+        shown = [o for o in rec.overrides if not (o.startswith("ici_") and o.endswith("=1"))]
+        rest = " (other ici_*_parallelism=1)" if len(shown) < len(rec.overrides) else ""
+        lines.append("  --set " + " --set ".join(shown) + rest)
     return lines
 
 
@@ -55,7 +57,7 @@ def fit_table(result: FitResult) -> Group:
                                                          "TFLOPs", "collectives") else "left")
     for row in result.rows:
         table.add_row(*_cells(row), style=None if row.max_per_device_batch_size is not None else "dim")
-    return Group(table, *(Text(line) for line in _closing(result)))
+    return Group(table, *(Text(line, no_wrap=True, overflow="ignore") for line in _closing(result)))
 
 
 def fit_markdown(result: FitResult) -> str:
