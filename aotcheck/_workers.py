@@ -32,11 +32,11 @@ def _init_worker(parent: int) -> None:
 
     setup_libtpu_env()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform == "linux":  # the kernel kills us with the parent; the watcher covers other systems
+    if sys.platform == "linux":  # the kernel kills the worker with its parent; the watcher covers other systems
         import ctypes
 
         try:
-            ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -84,10 +84,11 @@ class Pool:
         if not cancel:
             executor.shutdown(wait=True)
             return
-        # Only this pool's own children are ended, by their process ids.
+        # Only this pool's own children are ended, by their process ids; SIGKILL, because SIGTERM makes
+        # jax's failure handler print a stack dump for a worker whose result nobody wants.
         processes = list(getattr(executor, "_processes", {}).values())
         executor.shutdown(wait=False, cancel_futures=True)
         for process in processes:
-            process.terminate()
+            process.kill()
         for process in processes:
             process.join(timeout=5)

@@ -41,7 +41,8 @@ def _closing(result: FitResult) -> list[str]:
     if result.stopped:
         lines.append(f"search {result.stopped}")
     rec = result.recommendation
-    lines.append(f"recommended: {rec.text}" if rec else "recommended: nothing fits; see each row's note")
+    none = "none found before the search stopped" if result.stopped else "nothing fits; see each row's note"
+    lines.append(f"recommended: {rec.text}" if rec else f"recommended: {none}")
     if rec:  # the mesh's axes of size 1 are in the JSON's overrides; here they would bury the answer
         shown = [o for o in rec.overrides if not (o.startswith("ici_") and o.endswith("=1"))]
         rest = " (other ici_*_parallelism=1)" if len(shown) < len(rec.overrides) else ""

@@ -52,7 +52,7 @@ def test_jobs_2_gives_the_same_table_as_jobs_1() -> None:
     code1, table1, err1 = run(*SMALL, "-j", "1")
     assert (code2, code1) == (0, 0), err2 + err1
     assert table2 == table1
-    assert "recommended: v5p-8, mesh fsdp=4" in table1 and "tensor=3 = 3 does not divide" in table1
+    assert "recommended: v5p-8, mesh fsdp=4" in table1 and "mesh: ICI parallelism tensor=3 = 3 does not" in table1
 
 
 @pytest.mark.parametrize(("args", "words"), [
