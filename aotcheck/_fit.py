@@ -196,9 +196,10 @@ def fit(request: Request = Request(), **options: Any) -> FitResult:  # noqa: B00
         One row per (topology, mesh, remat) and the recommendation (None when nothing fits).
 
     Example:
-        >>> result = aotcheck.fit(aotcheck.Request(model="tiny", topology="v5e-1"), remat=["full", "none"])  # doctest: +SKIP
-        >>> result.recommendation.overrides[-1]  # doctest: +SKIP
-        'per_device_batch_size=64'
+        >>> result = aotcheck.fit(aotcheck.Request(model="tiny", topology="v5p-8"),
+        ...                       meshes=["fsdp=4"], remat=["full", "none"], batches=[1, 2])  # doctest: +SKIP
+        >>> result.recommendation.overrides[-2:]  # doctest: +SKIP
+        ('remat_policy=full', 'per_device_batch_size=2')
     """
     return search(request, **options)[0]
 

@@ -1,6 +1,6 @@
 """`aotcheck fit` from a cold cache, then repeated from the compile cache, as a ratio; and where the repeat's time goes.
 
-    python benchmarks/fit.py [--topology v5p-8] [--jobs 1] [--set key=value ...]
+    python benchmarks/fit.py [--topology v5p-8] [--jobs 1] [--max-compiles N] [--set key=value ...]
 
 A search over three remat policies and two meshes (tiny model; by default 4096 tokens and a
 32768-word vocabulary, so the largest batch is reached in a few dozen compiles). The repeat
@@ -39,11 +39,11 @@ def measured(request: Request) -> Outcome:
     return outcome
 
 
-def run(request: Request, jobs: int) -> tuple[float, str, dict[str, float]]:
+def run(request: Request, jobs: int, max_compiles: int | None) -> tuple[float, str, dict[str, float]]:
     SPENT.clear()
     start = time.perf_counter()
     result, _ = search(request, meshes=["fsdp=4", "fsdp=2,tensor=2"], remat=["none", "minimal", "full"], jobs=jobs,
-                       builder=measured if jobs == 1 else build)
+                       max_compiles=max_compiles, builder=measured if jobs == 1 else build)
     seconds = time.perf_counter() - start
     return seconds, render.fit_markdown(result) + f"{result.builds} builds\n", dict(SPENT)
 
@@ -52,17 +52,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--topology", default="v5p-8")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--max-compiles", type=int, default=None, help="bound each run (the same bound twice)")
     parser.add_argument("--set", dest="sets", action="append",
                         default=None, help="config overrides (default: max_target_length=4096 vocab_size=32768)")
     args = parser.parse_args()
     os.environ["AOTCHECK_CACHE_DIR"] = tempfile.mkdtemp(prefix="aotcheck-bench-fit-")
     sets = tuple(args.sets or ("max_target_length=4096", "vocab_size=32768"))
     request = Request(model="tiny", topology=args.topology, overrides=sets)
-    first, table, spent_first = run(request, args.jobs)
-    again, table_again, spent_again = run(request, args.jobs)
+    first, table, spent_first = run(request, args.jobs, args.max_compiles)
+    again, table_again, spent_again = run(request, args.jobs, args.max_compiles)
     assert table_again == table, "the repeated search gave another answer"
     print(table)
-    print(f"tiny {' '.join(sets)} on {args.topology}, -j {args.jobs}")
+    print(f"tiny {' '.join(sets)} on {args.topology}, -j {args.jobs}, --max-compiles {args.max_compiles}")
     print(f"first run {first:.1f} s, repeated run {again:.1f} s: repeat/first = {again / first:.3f}")
     for name, spent in (("first", spent_first), ("repeat", spent_again)):
         parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(spent.items()))
