@@ -245,7 +245,7 @@ def search(
     check_remat(remat)
     resolve_backend(request.backend)  # a bad backend is the command's error, not every row's
     names = expand_topologies(topologies or (request.topology,))
-    mesh_list = [parse_mesh(m) for m in meshes] or [("config", ())]
+    mesh_list = list(dict.fromkeys(parse_mesh(m) for m in meshes)) or [("config", ())]
     remats = list(dict.fromkeys(remat)) or [configure(request)[0].core.remat_policy]
     searches = []
     for name in names:
