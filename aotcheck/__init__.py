@@ -13,6 +13,7 @@ from aotcheck._compare import Category, Finding, compare, failing
 from aotcheck._config import RunConfig
 from aotcheck._env import setup_libtpu_env
 from aotcheck._errors import AotcheckError, BuildError, UsageError
+from aotcheck._fit import FitResult, FitRow, Recommendation, fit
 from aotcheck._model import BatchField, ModelSpec, next_token_loss, token_batch
 from aotcheck._pipeline import Request, build_report
 from aotcheck._report import Leaf, Report, read_report
@@ -30,9 +31,12 @@ __all__ = [
     "Category",
     "Compile",
     "Finding",
+    "FitResult",
+    "FitRow",
     "Leaf",
     "Memory",
     "ModelSpec",
+    "Recommendation",
     "Report",
     "Request",
     "RunConfig",
@@ -42,6 +46,7 @@ __all__ = [
     "compare",
     "constrain",
     "failing",
+    "fit",
     "next_token_loss",
     "read_report",
     "setup_libtpu_env",

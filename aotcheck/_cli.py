@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from aotcheck import _cli_gate
+from aotcheck import _cli_fit, _cli_gate
 from aotcheck._boundary import debug_mode, finite, one_line_errors
 from aotcheck._cli_common import EXIT_CODES, BackendChoice, Format, NoCache, _console, _verbosity, _width
 from aotcheck._errors import EXIT_DOES_NOT_FIT
@@ -157,6 +157,9 @@ def compile_(
             emit(console.export_text(), out)
     if report.compile is not None and not report.compile.fits:
         raise typer.Exit(EXIT_DOES_NOT_FIT)
+
+
+app.command("fit", epilog=EXIT_CODES)(one_line_errors(_cli_fit.fit))
 
 
 @app.command("topologies", epilog=EXIT_CODES)

@@ -1,20 +1,25 @@
-"""Worker processes for the gate: spawned fresh (jax is not fork-safe), with as many mock CPU
-devices as the largest case needs, and bound to their parent's life.
+"""Worker processes for builds (the gate's cases, fit's candidates): spawned fresh (jax is not
+fork-safe), libtpu's environment first, as many mock CPU devices as asked, bound to their parent.
 
-jax fixes the number of CPU devices when its backend starts, so a process that must
-build cases on the mock backend sets it before anything touches jax. A worker whose parent
-dies (even by `kill -9`, which runs no cleanup) exits within a second instead of holding
-its memory.
+jax fixes the number of CPU devices when its backend starts, so a process that must build
+cases on the mock backend sets it before anything touches jax. A worker ignores Ctrl-C (the
+parent decides what an interrupt means) and exits when its parent dies (even by `kill -9`,
+which runs no cleanup) instead of holding its memory.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 _PR_SET_PDEATHSIG = 1
 
 
@@ -33,7 +38,6 @@ def reserve_mock_devices(count: int) -> bool:
 def _die_with(parent: int) -> None:
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         try:  # the kernel signals us the moment the parent dies
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -49,8 +53,9 @@ def _die_with(parent: int) -> None:
 
 
 def _start(parent: int, mock_devices: int) -> None:
-    """A worker's first act: die with the parent, set libtpu's environment and the mock device count."""
+    """A worker's first act: die with the parent, leave Ctrl-C to it, set libtpu's environment and devices."""
     _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from aotcheck._env import setup_libtpu_env
 
     setup_libtpu_env()
@@ -58,9 +63,52 @@ def _start(parent: int, mock_devices: int) -> None:
         reserve_mock_devices(mock_devices)
 
 
-def pool(jobs: int, mock_devices: int) -> ProcessPoolExecutor:
+def pool(jobs: int, mock_devices: int = 0) -> ProcessPoolExecutor:
     """`jobs` spawned workers, each with `mock_devices` CPU devices (0: as jax defaults) and bound to this process."""
-    import multiprocessing
-
     return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start, initargs=(os.getpid(), mock_devices))
+
+
+class Pool:
+    """Runs batches of tasks in `jobs` spawned workers (or in this process), results in task order.
+
+    Example:
+        >>> with Pool(jobs=2) as workers:  # doctest: +SKIP
+        ...     reports = workers.map(build_report, [Request(topology="v5p-8"), Request(topology="v5p-16")])
+    """
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = max(1, jobs)
+        self._executor: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(cancel=exc[0] is not None)
+
+    def map(self, fn: Callable[..., T], tasks: Sequence[Any]) -> list[T]:
+        """`[fn(task) for task in tasks]`, in parallel when there are workers; the first error is raised."""
+        if self.jobs == 1 or (len(tasks) <= 1 and self._executor is None):
+            return [fn(task) for task in tasks]
+        if self._executor is None:
+            self._executor = pool(self.jobs)
+        futures: list[Future[T]] = [self._executor.submit(fn, task) for task in tasks]
+        return [f.result() for f in futures]
+
+    def close(self, cancel: bool = False) -> None:
+        """Stop the workers; with `cancel` (an interrupt or error), without waiting for running tasks."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        if not cancel:
+            executor.shutdown(wait=True)
+            return
+        # Only this pool's own children are ended, by their process ids; SIGKILL, because SIGTERM makes
+        # jax's failure handler print a stack dump for a worker whose result nobody wants.
+        processes = list(getattr(executor, "_processes", {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.join(timeout=5)
