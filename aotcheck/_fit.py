@@ -32,6 +32,7 @@ from aotcheck._record import Record
 from aotcheck._report import Report
 from aotcheck._text import human_bytes
 from aotcheck._topology import get_topology, resolve_backend
+from aotcheck._true_cost import usable_hbm
 from aotcheck._workers import Pool
 
 MAX_BATCH = 1 << 16  # the exponential search stops here: "fits at the cap" beats compiling forever
@@ -317,7 +318,7 @@ def make_row(s: _Search, num_slices: int, stopped: str | None) -> FitRow:
         remat_policy=s.combo.remat, max_per_device_batch_size=s.lo if best else None,
         batch_per_chip=s.lo * s.devices / chips if best else None,
         peak_bytes_per_device=best.needed_bytes_per_device if best else None,
-        usable_bytes_per_device=best.capacity_bytes_per_device if best else topology.hbm_bytes_per_device,
+        usable_bytes_per_device=best.capacity_bytes_per_device if best else usable_hbm(topology),
         headroom_bytes_per_device=best.headroom_bytes_per_device if best else None,
         **_figures(best),
         reason=reason, probes=probes,

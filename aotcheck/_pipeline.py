@@ -22,7 +22,7 @@ from aotcheck._registry import ModelEntry, load_config
 from aotcheck._replica_groups import layout_from_plan
 from aotcheck._report import BatchInput, Header, Leaf, MeshInfo, Report, TopologyInfo, versions
 from aotcheck._topology import Target, get_topology, make_target, resolve_backend
-from aotcheck._true_cost import CostContext, axis_links, chip_of, tokens_per_step
+from aotcheck._true_cost import CostContext, axis_links, chip_of, tokens_per_step, usable_hbm
 
 Progress = Callable[[str], None]
 
@@ -150,7 +150,7 @@ def build(request: Request, progress: Progress | None = None) -> Built:
             params = sum(math.prod(leaf.shape) for leaf in abstract.leaves if leaf.role == "param")
             tokens = tokens_per_step({k: f.shape for k, f in batch.items()}, cfg.core.max_target_length)
             ctx = _cost_context(target, plan, params, tokens)
-            usable = ctx.chip.usable_hbm_per_device if ctx.chip is not None else topology.hbm_bytes_per_device
+            usable = usable_hbm(topology)
             with _timed(timings, "analysis_seconds"):
                 compiled = analyse(result, usable, target.backend, ctx, topology.hbm_bytes_per_device)
             executable = result.executable

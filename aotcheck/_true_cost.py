@@ -19,6 +19,7 @@ from aotcheck._cost import CostSummary, step_cost
 from aotcheck._record import Record, number
 from aotcheck._replica_groups import MeshLayout
 from aotcheck._roofline import Chip, estimate, load_chips
+from aotcheck._topology import Topology
 
 ESTIMATE_NOTE = "estimate: roofline max(compute, memory, ICI per axis, DCN) from public chip figures; see docs/cost.md"
 
@@ -147,6 +148,12 @@ def axis_links(
 def chip_of(family: str) -> Chip | None:
     """The public figures of a TPU family, or None for a family the table lacks."""
     return load_chips().get(family)
+
+
+def usable_hbm(topology: Topology) -> int:
+    """Bytes of HBM one device can really use: the compiler's own limit, else the spec sheet's."""
+    chip = chip_of(topology.family)
+    return chip.usable_hbm_per_device if chip is not None else topology.hbm_bytes_per_device
 
 
 @dataclass(frozen=True)
