@@ -11,8 +11,10 @@ and is not read.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from aotcheck._record import Record
+from aotcheck._sharding import normalise
 
 Entry = str | tuple[str, ...] | None  # as in a report's PartitionSpec
 
@@ -33,14 +35,11 @@ class Activation(Record):
     partition_spec: tuple[Entry, ...]  # trailing replicated dimensions dropped
 
 
-def _spec(dims: str) -> tuple[Entry, ...]:
-    out: list[Entry] = []
-    for inner in _DIM_RE.findall(dims):
-        axes = tuple(re.findall(r'"([^"]+)"', inner))
-        out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
-    while out and out[-1] is None:
-        out.pop()
-    return tuple(out)
+def _spec(dims: str, mesh_shape: Mapping[str, int] | None) -> tuple[Entry, ...]:
+    entries = [tuple(re.findall(r'"([^"]+)"', inner)) for inner in _DIM_RE.findall(dims)]
+    # Normalised as the leaves' specs are: size-1 mesh axes (which Flax's rules name) and trailing None dropped.
+    shape = mesh_shape or {a: 2 for axes in entries for a in axes}
+    return normalise(entries, {a: shape.get(a, 2) for axes in entries for a in axes})
 
 
 def _name(stack: str) -> str:
@@ -52,11 +51,12 @@ def _name(stack: str) -> str:
     return "/".join(parts)
 
 
-def activations(lowered_text: str) -> tuple[Activation, ...]:
+def activations(lowered_text: str, mesh_shape: Mapping[str, int] | None = None) -> tuple[Activation, ...]:
     """The sharding constraints of a lowered program, in program order.
 
     Arguments:
         lowered_text: `lowered.as_text(debug_info=True)` (without debug info, names are empty).
+        mesh_shape: the mesh's axis sizes, so that size-1 axes drop out of the specs.
     Returns:
         One Activation per constraint.
 
@@ -74,6 +74,6 @@ def activations(lowered_text: str) -> tuple[Activation, ...]:
             name=_name(locs.get(m.group("loc") or "", "")),
             shape=tuple(int(d) for d in dims),
             dtype=dtype,
-            partition_spec=_spec(m.group("dims")),
+            partition_spec=_spec(m.group("dims"), mesh_shape),
         ))
     return tuple(out)

@@ -171,7 +171,7 @@ def build(request: Request, progress: Progress | None = None) -> Built:
             if request.cache and (warning := _cache.put("c", cache_key, compiled)):
                 warnings.append(warning)
         if request.activations:
-            compiled = compiled.model_copy(update={"activations": activations(lowered.lowered.as_text(debug_info=True))})
+            compiled = compiled.model_copy(update={"activations": activations(lowered.lowered.as_text(debug_info=True), mesh_shape)})
 
     report = Report(
         header=_header(cfg, entry, path, target, plan).model_copy(update={"compiler_options": options}),

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 _IOTA_RE = re.compile(r"^\[([\d,\s]*)\]<=\[([\d,\s]*)\](?:T\(([\d,\s]*)\))?")
-_MESH_RE = re.compile(r"^mesh\[([^\]]*)\](?:\s*,?\s*device_ids=\(([^)]*)\))?\s*\{([^}]*)\}")
+# The axis set may be absent (seen on a ViT compile): no axis named, so every device is its own group.
+_MESH_RE = re.compile(r"^mesh\[([^\]]*)\](?:\s*,?\s*device_ids=\(([^)]*)\))?\s*(?:\{([^}]*)\})?")
 _AXIS_RE = re.compile(r"'([^']+)'\s*=\s*(\d+)")
 _REF_RE = re.compile(r"'([^']+)'(?::\((\d+)\)(\d+))?")
 
@@ -59,7 +60,7 @@ def parse_replica_groups(text: str, num_devices: int) -> list[list[int]]:
         return ids.reshape(shape).tolist()
     m = _MESH_RE.match(text)
     if m:
-        return _mesh_groups(m.group(1), m.group(2), m.group(3))
+        return _mesh_groups(m.group(1), m.group(2), m.group(3) or "")
     raise ValueError(f"unrecognised replica_groups form: {text[:80]}")
 
 

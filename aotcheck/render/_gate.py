@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 from aotcheck._compare import Finding
-from aotcheck._errors import EXIT_BUILD, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE
+from aotcheck._errors import EXIT_BUILD, EXIT_INTERNAL, EXIT_OK, EXIT_REGRESSION, EXIT_USAGE
 from aotcheck._gate import FAILING, Outcome, Result
 from aotcheck.render._common import md
 from aotcheck.render._findings import finding_line, value_text, where
@@ -64,7 +64,7 @@ def gate_table(result: Result) -> Any:
 
 def _verdict(result: Result) -> str:
     verdict = {EXIT_OK: "passed", EXIT_REGRESSION: "sharding changed", EXIT_USAGE: "configuration error",
-               EXIT_BUILD: "a case could not be built"}[result.exit_code]
+               EXIT_BUILD: "a case could not be built", EXIT_INTERNAL: "internal error in aotcheck"}[result.exit_code]
     failed = [o for o in result.outcomes if o.status in FAILING]
     if failed and all(o.compiler and all(f.explained for f in o.findings) for o in failed):
         verdict = f"compiler changed ({failed[0].compiler_change})"

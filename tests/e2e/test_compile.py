@@ -99,7 +99,7 @@ def test_summary_names_topology_mesh_memory_and_largest_leaves() -> None:
     assert code == 0
     assert "tiny (linen) on v5p-128: 64 chips, 64 devices, v5:4x4x4" in out
     assert "mesh: fsdp=64" in out
-    assert "fits:" in out and "of 95.00 GiB per device" in out
+    assert "fits:" in out and "of 95.74 GiB per device" in out  # the compiler's usable HBM on v5p
     assert "largest 8 leaves per device" in out and "params/decoder/layers/mlp/wi_0/kernel" in out
 
 

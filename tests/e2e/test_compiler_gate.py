@@ -55,8 +55,8 @@ def as_if_an_older_libtpu_wrote_it(matrix: Path) -> str:
     path = compile_json(matrix)
     data = json.loads(path.read_text())
     data["versions"]["libtpu"] = "0.0.1"
-    data["flops"] = data["flops"] * 2
-    data["collectives"]["all-gather"] += 2
+    data["per_step"]["flops"] = data["per_step"]["flops"] * 2
+    data["collectives"]["all-gather"]["bytes"] = data["collectives"]["all-gather"]["bytes"] * 2
     path.write_text(json.dumps(data))
     return f"libtpu 0.0.1 -> {versions()['libtpu']}"
 
@@ -104,7 +104,7 @@ def test_sharding_changes_stay_regressions_under_a_compiler_change(guarded: Path
 def test_moved_figures_under_the_same_compiler_are_regressions(guarded: Path) -> None:
     path = compile_json(guarded)
     data = json.loads(path.read_text())
-    data["flops"] = data["flops"] * 2
+    data["per_step"]["flops"] = data["per_step"]["flops"] * 2
     path.write_text(json.dumps(data))
     code, out = check(guarded, "--compiler-changes", "warn")
     assert code == 1 and out["outcomes"][0]["compiler"] is None

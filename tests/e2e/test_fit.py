@@ -52,7 +52,8 @@ def test_jobs_2_gives_the_same_table_as_jobs_1() -> None:
     code1, table1, err1 = run(*SMALL, "-j", "1")
     assert (code2, code1) == (0, 0), err2 + err1
     assert table2 == table1
-    assert "recommended: v5p-8, mesh fsdp=4" in table1 and "mesh: ICI parallelism tensor=3 = 3 does not" in table1
+    # The reason wraps inside its column: its first words are enough to find it.
+    assert "recommended: v5p-8, mesh fsdp=4" in table1 and "mesh: ICI" in table1 and "tensor=3 =" in table1
 
 
 @pytest.mark.parametrize(("args", "words"), [
@@ -111,5 +112,5 @@ def test_docs_python_example(capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(code.group(1), str(DOC), "exec"), {})
     out = capsys.readouterr().out.splitlines()
     assert out == ["v5p-8 fsdp=4 full 2 True", "v5p-8 fsdp=4 none 2 False",
-                   "v5p-8, mesh fsdp=4, remat full: per-device batch 2 (peak 20.74 MiB of 95.00 GiB per device, "
-                   "headroom 94.98 GiB)"]
+                   "v5p-8, mesh fsdp=4, remat full: per-device batch 2 (peak 20.74 MiB of 95.74 GiB per device, "
+                   "headroom 95.72 GiB)"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NOTE = "golden compiled with libtpu, this run with mock: compile figures not compared"
+NOTE = "compile figures not compared: golden from libtpu; this run is mock: --backend mock was asked"
 
 
 def check(*args: str) -> subprocess.CompletedProcess[str]:
