@@ -107,13 +107,16 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     )
     path: _state.Path = "nnx" if cfg.core.pure_nnx else "linen"
     topology = get_topology(request.topology)
-    options = _program.compiler_options(request.fast)
     report_key = _report_key(request, cfg, entry)
     if report_key is not None and (hit := _cached(report_key)) is not None:
         # Padded specs are known only while tracing; unknown names are in the report itself.
         return Built(hit, None, tuple(warnings + _names.warnings(hit, ())))
     with _timed(timings, "target_seconds"):
         target = make_target(topology, request.num_slices, request.backend)
+    # The options are the TPU compiler's; the CPU compiler of newer jax refuses them.
+    options = _program.compiler_options(request.fast) if target.backend == "libtpu" else {}
+    if request.fast and target.backend != "libtpu":
+        warnings.append("--fast sets the TPU compiler's effort; the mock backend's CPU compile is unchanged")
     plan = _mesh.plan_mesh(cfg, target)
     mesh = _mesh.build_mesh(plan, target, cfg.core.allow_split_physical_axes)
     mesh_shape = plan.shape

@@ -98,5 +98,8 @@ def compile_lowered(lowered: Lowered, label: str, options: Mapping[str, Any] | N
         message = str(exc)
         if "RESOURCE_EXHAUSTED" in message:
             return Compiled(None, time.perf_counter() - start, message)
+        if options and "No such compile option" in message:  # newer libtpu releases drop options
+            raise UsageError(f"--fast: this jax/libtpu does not accept the compiler options {dict(options)}; "
+                             "run without --fast") from None
         raise BuildError(f"{label}: compile failed: {one_line(exc)}") from exc
     return Compiled(executable, time.perf_counter() - start)
