@@ -21,12 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 KERNELS = {f"param/decoder/layers/mlp/{k}/kernel" for k in ("wi_0", "wi_1", "wo")}
 
 
-@pytest.fixture(autouse=True)
-def _outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The suite itself may run in CI: updates must be allowed and the job summary left alone.
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
 
 def write_matrix(directory: Path, *cases: dict[str, Any], **settings: Any) -> Path:
     path = directory / "matrix.yml"

@@ -17,11 +17,6 @@ runner = CliRunner()
 pytestmark = pytest.mark.skipif(not libtpu_available(), reason="the goldens under test are libtpu goldens")
 
 
-@pytest.fixture(autouse=True)
-def _outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
 
 def run(*args: str | Path) -> Any:
     return runner.invoke(app, [str(a) for a in args])

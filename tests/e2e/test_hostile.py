@@ -22,11 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "golden/tiny/v5p-8/linen"
 
 
-@pytest.fixture(autouse=True)
-def _outside_ci(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CI", raising=False)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-
 
 def run(*args: str | Path) -> Any:
     return runner.invoke(app, [str(a) for a in args])
