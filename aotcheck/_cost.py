@@ -16,7 +16,9 @@ FLOPs follow XLA's HloCostAnalysis conventions: dot 2 x output elements x contra
 convolution 2 x output elements x input features per group x the kernel taps that land on
 real (unpadded) input, which matters on TPU where matmuls are printed as convolutions with
 padded windows; elementwise arithmetic (and `convert`) 1 per output element;
-transcendentals counted separately; reduce (input - output elements) x the reducer's FLOPs.
+transcendentals counted separately; reduce (input - output elements) x the reducer's FLOPs;
+reduce-window the same over the taps that land on real input, with a window spanning the
+whole input counted as the reduction it is (see `reduce_window_applications`).
 Custom calls (Pallas kernels among them) have no cost model and are listed, not guessed.
 """
 
@@ -236,6 +238,37 @@ def convolution_flops(comp: Computation, instr: Instruction) -> float:
     return 2.0 * batch * out_features * in_features * taps
 
 
+def reduce_window_applications(comp: Computation, instr: Instruction) -> int:
+    """How many times a `reduce-window` applies its reducer, counting only real input.
+
+    Each output combines the window taps that land on real (unpadded) input, k taps
+    taking k - 1 applications. A window dimension that covers the whole input from every
+    output position is a reduction followed by a broadcast: TPU compilers print a
+    softmax's row max that way (`size=2N-1`, `pad=(N-1)_(N-1)`), and it costs one
+    reduction per row, not one per output element.
+    """
+    operand = _operand_arrays(comp, instr, 0)
+    if not operand or not instr.arrays:
+        return 0
+    in_dims, out_dims = operand[0].dims, instr.arrays[0].dims
+    win = _window(instr.attributes.get("window", "{}"))
+
+    def pick(key: str, d: int, default: int, j: int = 0) -> int:
+        vals = win.get(key)
+        return vals[d][j] if vals and d < len(vals) else default
+
+    taps, outputs = 1, 1
+    for d, (n_in, n_out) in enumerate(zip(in_dims, out_dims, strict=False)):
+        valid = _valid_taps(n_out, pick("size", d, 1), pick("stride", d, 1), pick("pad", d, 0),
+                            pick("lhs_dilate", d, 1), pick("rhs_dilate", d, 1), n_in)
+        if n_in > 1 and valid == n_out * n_in:  # every output sees the whole input
+            taps *= n_in
+        else:
+            taps *= valid
+            outputs *= n_out
+    return max(taps - outputs, 0)
+
+
 def _computation_flops(module: Module, name: str) -> tuple[float, float]:
     """FLOPs and transcendentals of one application of a small computation (a reducer)."""
     comp = module.computations.get(name)
@@ -262,8 +295,7 @@ def _instruction_cost(module: Module, comp: Computation, instr: Instruction, acc
             first = _operand_arrays(comp, instr, 0)
             n = max((first[0].elements if first else 0) - (instr.arrays[0].elements if instr.arrays else 0), 0)
         elif op == "reduce-window":
-            size = _window(instr.attributes.get("window", "{}")).get("size", [])
-            n = instr.elements * int(np.prod([s[0] for s in size])) if size else instr.elements
+            n = reduce_window_applications(comp, instr)
         elif op == "scatter":
             n = _operand_arrays(comp, instr, len(instr.operands) - 1)[0].elements if instr.operands else 0
         else:

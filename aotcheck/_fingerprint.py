@@ -14,6 +14,7 @@ model's framework beyond what loading the spec already did.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import platform
@@ -67,6 +68,12 @@ def _hash_files(files: tuple[Path, ...]) -> str:
     return h.hexdigest()
 
 
+@functools.cache
+def tool_hash() -> str:
+    """A hash of aotcheck's own files: cached compile figures are aotcheck's analysis too."""
+    return _hash_files(tuple(_package_files("aotcheck")))
+
+
 def source_hash(spec: ModelSpec) -> str | None:
     """A hash of aotcheck's files and of the files of every package the spec's code comes from.
 
@@ -74,11 +81,11 @@ def source_hash(spec: ModelSpec) -> str | None:
     """
     # The stack's own packages are keyed by their versions; hashing them would cost more than it tells.
     skip = set(sys.stdlib_module_names) | set(VERSIONED) | {"pydantic"}
-    packages = {"aotcheck"} | {m.partition(".")[0] for m in spec_modules(spec)} - skip
+    packages = {m.partition(".")[0] for m in spec_modules(spec)} - skip - {"aotcheck"}
     found = {p: _package_files(p) for p in packages}
     if not all(found.values()):
         return None
-    return _hash_files(tuple(sorted({f for files in found.values() for f in files})))
+    return tool_hash() + _hash_files(tuple(sorted({f for files in found.values() for f in files})))
 
 
 def inputs_key(

@@ -16,7 +16,7 @@ from aotcheck._analysis import Compile, analyse
 from aotcheck._buffers import dump_peak_buffers, memory_detail
 from aotcheck._config import RunConfig, parse_overrides
 from aotcheck._drift import drifted
-from aotcheck._fingerprint import inputs_key
+from aotcheck._fingerprint import inputs_key, tool_hash
 from aotcheck._model import ModelSpec
 from aotcheck._registry import ModelEntry, load_config
 from aotcheck._replica_groups import layout_from_plan
@@ -142,7 +142,8 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         cache_key = _cache.key(lowered.lowered.as_text(), target.name, target.backend,
                                mesh={"axes": plan.axis_names, "ici": plan.ici, "dcn": plan.dcn},
                                allow_split_physical_axes=cfg.core.allow_split_physical_axes, compiler_options=options,
-                               options={"drift": request.drift, "memory_detail": request.memory_detail})
+                               options={"drift": request.drift, "memory_detail": request.memory_detail,
+                                        "aotcheck": tool_hash()})
         compiled = _cache.get("c", cache_key, Compile) if request.cache else None
         timings["compile_cache_hit"] = float(compiled is not None)
         if compiled is None:

@@ -150,6 +150,42 @@ def test_plain_convolution_by_hand() -> None:
     assert convolution_flops(entry, entry.by_name["c"]) == 2 * 1 * 5 * 2 * 10 * 10
 
 
+_MAX = """HloModule m
+
+%max (a: f32[], b: f32[]) -> f32[] {
+  %a = f32[] parameter(0)
+  %b = f32[] parameter(1)
+  ROOT %m = f32[] maximum(%a, %b)
+}
+
+ENTRY %main (p: f32[2,3,64]) -> f32[2,3,64] {
+  %p = f32[2,3,64]{2,1,0} parameter(0)
+  %ninf = f32[] constant(-inf)
+  ROOT %rw = f32[2,3,64]{2,1,0} reduce-window(%p, %ninf), window={WINDOW}, to_apply=%max
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("window", "applications"),
+    [
+        # A softmax's row max as TPU compilers print it at long sequences (captured from tiny
+        # at max_target_length=8192, N=8192 there): one max per row, then a broadcast.
+        ("size=1x1x127 pad=0_0x0_0x63_63", 2 * 3 * 63),
+        # A cumulative max: output i sees inputs 0..i, i taps, i - 1 applications.
+        ("size=1x1x64 pad=0_0x0_0x63_0", 2 * 3 * (64 * 65 // 2 - 64)),
+        # Non-overlapping pairs: 32 outputs of 2 taps.
+        ("size=1x1x2 stride=1x1x2", 2 * 3 * 32),
+    ],
+)
+def test_reduce_window_counts_real_taps(window: str, applications: int) -> None:
+    text = _MAX.replace("{WINDOW}", "{" + window + "}")
+    if "stride" in window:
+        text = text.replace("-> f32[2,3,64] {", "-> f32[2,3,32] {").replace(
+            "ROOT %rw = f32[2,3,64]", "ROOT %rw = f32[2,3,32]")
+    assert step_cost(text).flops == applications
+
+
 def test_small_step_totals() -> None:
     summary = step_cost((DATA / "step_small.hlo").read_text(), MeshLayout(AXES, (2, 4)))
     assert summary.loops == {"loop": 4}  # 6 - 2: the init tuple starts the counter at 2
