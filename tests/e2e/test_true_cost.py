@@ -117,6 +117,18 @@ def test_scanned_and_unscanned_agree_with_the_hand_count(shape: Shape, path: str
           f"analysis {timings.get('analysis_seconds', 0):.2f}s of compile {timings.get('compile_seconds', 0):.2f}s")
 
 
+@pytest.mark.slow
+def test_long_sequence_softmax_is_counted_as_a_reduction() -> None:
+    # At sequence 8192 the TPU compiler prints the softmax's row max as a reduce-window
+    # spanning the row; counted per output element it made this step 215 TFLOPs, not 4.
+    long = Shape("tiny", ("max_target_length=8192", "per_device_batch_size=1"), 256, 8, 4, 32, 512, 4, 1024,
+                 8192, 1, (1.0, 1.10))
+    compiled = build_report(Request(topology="v5e-1", model="tiny", overrides=long.overrides, drift=False)).compile
+    assert compiled is not None and compiled.per_step is not None
+    low, high = long.total_over_matmul
+    assert low < compiled.per_step.flops / long.analytic_matmul_flops_per_device() < high
+
+
 @pytest.mark.parametrize("path", ["linen", "nnx"])
 def test_fsdp_traffic_matches_parameter_traffic(path: str) -> None:
     c = _report(TINY, path).compile
