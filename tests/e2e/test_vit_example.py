@@ -65,11 +65,14 @@ def test_settings_nothing_reads_are_not_shown_and_setting_one_warns_on_a_build_a
     monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.syspath_prepend(str(VIT_DIR))
     # Without a compile the team's step is never traced, so nothing reads `microbatches`.
-    request = Request(model=MODEL, topology="v5p-8", compile=False,
+    run_yml = tmp_path / "run.yml"
+    run_yml.write_text("ema_decay: 0.99\nnum_layers: 3\n")
+    request = Request(model=MODEL, topology="v5p-8", compile=False, config_file=run_yml,
                       overrides=("weight_dtype=bfloat16", "num_layers=1", "microbatches=4"))
     fresh, cached = build(request), build(request)
     assert "report_cache_hit" not in fresh.report.timings and cached.report.timings == {"report_cache_hit": 1.0}
     assert fresh.warnings == cached.warnings == (
+        f"--config {run_yml}: nothing read 'ema_decay' in this run (model '{MODEL}', linen path); it changes nothing",
         f"--set weight_dtype=bfloat16: model '{MODEL}' does not read this setting (its ModelSpec ignores it), "
         "so it changes nothing",
         f"--set microbatches=4: nothing read 'microbatches' in this run (model '{MODEL}', linen path); it changes nothing",
