@@ -364,14 +364,15 @@ def test_an_rng_stream_the_spec_does_not_name_gets_the_rngs_hint() -> None:
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("BATCH_AXES", "batch 'labels': 2 logical axes ['activation_batch', None] for shape [4]; give one name (or None) per dimension"),
-        ("BATCH_DTYPE", "batch 'labels': 'int33' is not a dtype"),
-        ("BATCH_TUPLE", "batch 'images' is a tuple; give an aotcheck.BatchField(shape, dtype, logical_axes)"),
+        ("BATCH_AXES", "model 'mixer': batch 'labels': 2 logical axes ['activation_batch', None] for shape [4]; "
+                       "give one name (or None) per dimension"),
+        ("BATCH_DTYPE", "model 'mixer': batch 'labels': 'int33' is not a dtype"),
+        ("BATCH_TUPLE", "model 'mixer': batch 'images' is a tuple; give an aotcheck.BatchField(shape, dtype, logical_axes)"),
     ],
 )
 def test_a_malformed_batch_description_is_named(model: str, message: str) -> None:
     err = fails("compile", "--model", f"user_models:{model}", "-t", "v5p-8", "--no-compile", code=3)
-    assert err == f"error: model 'mixer': {message}"
+    assert err == f"error: {message}"
 
 
 def test_a_model_with_one_path_compiles_on_it_and_names_the_missing_one() -> None:
@@ -397,7 +398,7 @@ def test_a_model_with_one_path_compiles_on_it_and_names_the_missing_one() -> Non
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("patch_sise=4", "error: config: unknown key 'patch_sise'; did you mean patch_size"),
+        ("patch_sise=4", "error: config: unknown key 'patch_sise'; did you mean patch_size?"),
         ("hidden_dim=wide", "error: config: hidden_dim: Input should be a valid integer, unable to parse string as an integer (got 'wide')"),
         ("num_classes=0", "error: config: num_classes: Input should be greater than 0 (got 0)"),
         ("image_size=30", "error: config: image_size=30 is not a multiple of patch_size=8"),
