@@ -164,7 +164,7 @@ def test_mixer_compiles_for_a_tpu_topology_on_both_paths_to_the_same_program() -
         assert (report.header.path, report.header.backend, report.header.model) == (path, "libtpu", MIXER)
         assert report.header.topology.devices == 4 and report.compile is not None and report.compile.fits
         # The model's own config keys and its rules, in front of base.yml's, reach the report.
-        assert report.header.config["patch_size"] == 8
+        assert report.header.own_config["patch_size"] == 8
         rules = [name for name, _ in report.header.rules]
         assert rules[:6] == ["pixel", "patch", "hidden", "token_mlp", "channel_mlp", "classes"]
         assert "activation_batch" in rules
@@ -196,7 +196,7 @@ def test_mixer_compiles_on_the_mock_backend_with_model_config_from_the_command_l
     assert code == 0, err
     data = json.loads(out)
     assert data["header"]["backend"] == "mock" and data["compile"]["verdict"] == "fits"
-    assert data["header"]["config"]["num_blocks"] == 3
+    assert data["header"]["own_config"]["num_blocks"] == 3
     assert "params/block_2/channel_mixing/wi" in data["leaves"]
     assert data["leaves"]["params/stem/kernel"]["shape"] == [192, 128]
 
