@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -183,6 +183,8 @@ class RunConfig:
 
     core: Any  # CoreConfig
     model: Any  # the model's own pydantic fields (its `config` class)
+    # The keys read so far, when the config records them (`aotcheck._reads.recording`).
+    reads: set[str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def rules(self) -> Rules:
@@ -195,7 +197,12 @@ class RunConfig:
         return self._parallelism(parallelism_key("dcn", axis), axis)
 
     def _parallelism(self, key: str, axis: str) -> int:
-        return getattr(self.core, key) if axis in PARALLELISM_KEYS else self.core.parallelism.get(key, 1)
+        if axis in PARALLELISM_KEYS:
+            return int(getattr(self.core, key))
+        if self.reads is not None:
+            self.reads.add(key)
+        # The key itself is what was read, not the `parallelism` table that holds it.
+        return int(object.__getattribute__(self.core, "parallelism").get(key, 1))
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting, JSON-ready, for the report header."""

@@ -10,11 +10,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aotcheck import _cache, _mesh, _names, _program, _sharding, _state
+from aotcheck import _cache, _mesh, _names, _program, _reads, _sharding, _state
 from aotcheck._activations import activations
 from aotcheck._analysis import Compile, analyse
 from aotcheck._buffers import dump_peak_buffers, memory_detail
-from aotcheck._config import RunConfig, parse_overrides
+from aotcheck._config import RunConfig, parse_overrides, read_config
 from aotcheck._drift import drifted
 from aotcheck._fingerprint import inputs_key, tool_hash
 from aotcheck._model import ModelSpec
@@ -101,16 +101,17 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     timings: dict[str, float] = {}
     warnings: list[str] = []
     cfg, entry = configure(request)
-    warnings.extend(
-        f"--set {key}: model '{entry.name}' does not read this setting (its ModelSpec ignores it), so it changes nothing"
-        for key in parse_overrides(request.overrides) if key in entry.spec.ignores
-    )
-    path: _state.Path = "nnx" if cfg.core.pure_nnx else "linen"
+    given = _given(request)
     topology = get_topology(request.topology)
     report_key = _report_key(request, cfg, entry)
     if report_key is not None and (hit := _cached(report_key)) is not None:
-        # Padded specs are known only while tracing; unknown names are in the report itself.
-        return Built(hit, None, tuple(warnings + _names.warnings(hit, ())))
+        # Padded specs are known only while tracing; unknown names and the settings read are in the report itself.
+        unread = _reads.unread_warnings(hit.header, given, entry.spec.ignores)
+        return Built(hit, None, tuple(unread + _names.warnings(hit, ())))
+    # From here on the config notes every key read (the header shows those, and warns of the rest).
+    # `model_name` was read already if it chose the model (no model named).
+    cfg = _reads.recording(cfg, ("model_name",) if request.model is None else ())
+    path: _state.Path = "nnx" if cfg.core.pure_nnx else "linen"
     with _timed(timings, "target_seconds"):
         target = make_target(topology, request.num_slices, request.backend)
     # The options are the TPU compiler's; the CPU compiler of newer jax refuses them.
@@ -152,7 +153,8 @@ def build(request: Request, progress: Progress | None = None) -> Built:
             result = _program.compile_lowered(lowered, label, options)
             timings["compile_seconds"] = result.compile_seconds
             params = sum(math.prod(leaf.shape) for leaf in abstract.leaves if leaf.role == "param")
-            tokens = tokens_per_step({k: f.shape for k, f in batch.items()}, cfg.core.max_target_length)
+            # Not a read of the setting: it counts tokens only where the batch already has that length.
+            tokens = tokens_per_step({k: f.shape for k, f in batch.items()}, _reads.plain(cfg).core.max_target_length)
             ctx = _cost_context(target, plan, params, tokens)
             usable = usable_hbm(topology)
             with _timed(timings, "analysis_seconds"):
@@ -185,10 +187,18 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         compile=compiled,
         timings=timings,
     )
-    warnings[:0] = _names.warnings(report, abstract.padded)
+    warnings[:0] = _reads.unread_warnings(report.header, given, entry.spec.ignores) + _names.warnings(report, abstract.padded)
     if report_key is not None and (warning := _cache.put("r", report_key, report)):
         warnings.append(warning)
     return Built(report, executable, tuple(dict.fromkeys(warnings)))  # one line per distinct warning
+
+
+def _given(request: Request) -> dict[str, str]:
+    """The keys the user set, each with where (`--set k=v` wins over `--config FILE`); `--pure-nnx` is not one."""
+    given = {key: f"--config {request.config_file}" for key in read_config(request.config_file)} if request.config_file else {}
+    for item in request.overrides:
+        given[item.partition("=")[0].strip()] = f"--set {item.strip()}"
+    return given
 
 
 def _report_key(request: Request, cfg: RunConfig, entry: ModelEntry) -> str | None:
@@ -227,6 +237,7 @@ def _cost_context(target: Target, plan: _mesh.MeshPlan, params: int, tokens: int
 
 def _header(cfg: RunConfig, entry: ModelEntry, path: _state.Path, target: Target, plan: _mesh.MeshPlan) -> Header:
     topology = target.topology
+    core, own = _reads.settings_read(cfg, entry.spec.ignores)
     return Header(
         model=entry.name,
         model_source=entry.source,
@@ -250,7 +261,8 @@ def _header(cfg: RunConfig, entry: ModelEntry, path: _state.Path, target: Target
             dcn=dict(zip(plan.axis_names, plan.dcn, strict=True)),
         ),
         rules=cfg.rules,
-        config={k: v for k, v in cfg.as_dict().items() if k != "logical_axis_rules" and k not in entry.spec.ignores},
+        config=core,
+        own_config=own,
     )
 
 

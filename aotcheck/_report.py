@@ -73,7 +73,11 @@ class Header(Record):
     topology: TopologyInfo | None = None
     mesh: MeshInfo
     rules: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The settings this run read (a setting nothing reads changes nothing, so it is not shown):
+    # aotcheck's own (`configs/base.yml`'s keys, rules aside) and the model's own config fields.
+    # Reports written before both were split hold every setting in `config`.
     config: dict[str, Any] = {}
+    own_config: dict[str, Any] = {}
     # jax's compiler_options when not the default (`--fast`): the compile figures are then a
     # low-effort compile's. Written only when set, so default reports are unchanged.
     compiler_options: dict[str, float] = pydantic.Field(default_factory=dict, exclude_if=lambda v: not v)

@@ -50,7 +50,8 @@ def optimizer(cfg: RunConfig, spec: ModelSpec) -> Any:
     if spec.optimizer is not None:
         return spec.optimizer(cfg)
     c = cfg.core
-    return optax.adamw(
+    # The default is the optimizer `opt_type` names (AdamW is the one aotcheck offers).
+    return {"adamw": optax.adamw}[c.opt_type](
         learning_rate=c.learning_rate,
         b1=c.adam_b1,
         b2=c.adam_b2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,21 @@ def _mesh_line(report: Report) -> str:
     return f"mesh: {used}  (axes {', '.join(shape)})"
 
 
+# Shown by the title and the mesh line already.
+_SHOWN_ELSEWHERE = ("model_name", "pure_nnx", "mesh_axes")
+
+
+def settings_lines(report: Report) -> list[str]:
+    """The model's own settings and aotcheck's that the run read (a setting nothing read is not shown)."""
+    def listed(values: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in sorted(values.items()))
+
+    h = report.header
+    core = {k: v for k, v in h.config.items() if k not in _SHOWN_ELSEWHERE and not k.endswith("_parallelism")}
+    return ([f"model settings: {listed(h.own_config)}"] if h.own_config else []) + (
+        [f"aotcheck settings used: {listed(core)}"] if core else [])
+
+
 def memory_bar(report: Report) -> Text:
     c = report.compile
     assert c is not None
@@ -56,6 +72,7 @@ def summary(report: Report, largest: int = 8, width: int | None = None) -> Group
     """The terminal summary: target, mesh, state, memory, cost, collectives, timings, largest leaves."""
     t = report.totals
     parts: list[Any] = [Text(title(report), style="bold"), Text(_mesh_line(report))]
+    parts.extend(Text(line, style="dim") for line in settings_lines(report))
     parts.append(Text(f"state: {t.leaves} leaves, {t.parameters:,} parameters, "
                       f"{human_bytes(t.state_bytes)} in all, {human_bytes(t.state_bytes_per_device)} per device"))
     if t.unannotated.leaves:
@@ -122,6 +139,7 @@ def markdown(report: Report, all_leaves: bool = False) -> str:
     """The report as Markdown: a heading, the figures, and a leaf table."""
     t = report.totals
     lines = [f"## {title(report)}", "", _mesh_line(report), ""]
+    lines.extend(f"- {md(line)}" for line in settings_lines(report))
     lines.append(f"- parameters: {t.parameters:,}")
     lines.append(f"- state per device: {human_bytes(t.state_bytes_per_device)}")
     c = report.compile

@@ -112,6 +112,21 @@ def test_no_compile_gives_the_sharding_report_alone() -> None:
     assert data["leaves"]["params/decoder/layers/mlp/wi_0/kernel"]["partition_spec"] == ["fsdp"]
 
 
+def test_a_setting_nothing_reads_is_a_warning_and_the_header_shows_what_was_read() -> None:
+    # With the model named, `model_name` chooses nothing.
+    code, out, err = run("compile", "--no-compile", "--model", "tiny", "--set", "model_name=llama2-7b",
+                         "--set", "scan_layers=false")
+    assert code == 0
+    assert err.splitlines() == ["warning: --set model_name=llama2-7b: nothing read 'model_name' in this run "
+                                "(model 'tiny', linen path); it changes nothing"]
+    assert "model settings: base_emb_dim=256," in out and ", scan_layers=false," in out
+    code, out, err = run("compile", "--no-compile", "--format", "json", "--set", "model_name=tiny")
+    assert code == 0 and "warning" not in err
+    header = json.loads(out)["header"]
+    assert header["config"]["model_name"] == "tiny" and header["config"]["scan_layers"] is True
+    assert header["own_config"]["base_num_decoder_layers"] == 4 and "base_num_decoder_layers" not in header["config"]
+
+
 def test_mock_backend_says_so_everywhere() -> None:
     code, out, _ = run("compile", "--backend", "mock", "--topology", "v5p-8")
     assert code == 0

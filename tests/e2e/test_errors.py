@@ -90,7 +90,8 @@ def test_unknown_model_and_bad_config_file(tmp_path) -> None:
 
 def test_fractional_global_batch() -> None:
     err = fails("compile", "--no-compile", "--topology", "v5p-8", "--set", "per_device_batch_size=0.3")
-    assert err.startswith("error: config: per_device_batch_size=0.3 x 4 devices = 1.2 is not a whole batch")
+    assert err == ("error: config: per_device_batch_size=0.3 x 4 devices = 1.2 is not a whole batch; "
+                   "choose a per-device size that gives a whole number")
 
 
 def test_bad_num_slices() -> None:

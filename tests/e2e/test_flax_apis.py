@@ -261,3 +261,30 @@ def test_the_models_own_rewrites_line_up_its_containers_in_diff_without_flags() 
     findings = aotcheck.compare(*(build(Request(model=bare, topology="v5p-8", pure_nnx=p == "nnx", compile=False)).report
                                   for p in ("linen", "nnx")))
     assert {f.leaf for f in aotcheck.failing(findings) if f.category == Category.LEAF_ADDED} == {"net/w"}
+
+
+def _one_matmul_fails(error: type[Exception], compile: bool = False, **changes: object) -> str:
+    import dataclasses
+
+    import flax_models
+
+    spec = dataclasses.replace(flax_models.ONE_MATMUL, **changes)
+    with pytest.raises(error) as err:
+        build(Request(model=spec, topology="v5p-8", pure_nnx=False, compile=compile, cache=False))
+    return str(err.value)
+
+
+def test_a_state_builder_that_raises_is_named() -> None:
+    assert _one_matmul_fails(aotcheck.BuildError, init_state={"linen": lambda model, tx, cfg, batch: 1 / 0}) == (
+        "model 'one-matmul' (linen): its init_state raised ZeroDivisionError: division by zero")
+
+
+def test_a_default_state_that_cannot_be_built_is_named() -> None:
+    # The optimizer is not an optax transformation, so Flax's TrainState cannot initialise it.
+    assert _one_matmul_fails(aotcheck.BuildError, optimizer=lambda cfg: None) == (
+        "model 'one-matmul' (linen): abstract init failed: AttributeError: 'NoneType' object has no attribute 'init'")
+
+
+def test_a_train_step_that_fails_to_trace_is_named() -> None:
+    assert _one_matmul_fails(aotcheck.BuildError, compile=True, train_step={"linen": lambda state, batch: (state, batch["y"])}) == (
+        "model 'one-matmul' (linen): lowering train_step failed: KeyError: 'y'")

@@ -164,7 +164,7 @@ def test_mixer_compiles_for_a_tpu_topology_on_both_paths_to_the_same_program() -
         assert (report.header.path, report.header.backend, report.header.model) == (path, "libtpu", MIXER)
         assert report.header.topology.devices == 4 and report.compile is not None and report.compile.fits
         # The model's own config keys and its rules, in front of base.yml's, reach the report.
-        assert report.header.config["patch_size"] == 8
+        assert report.header.own_config["patch_size"] == 8
         rules = [name for name, _ in report.header.rules]
         assert rules[:6] == ["pixel", "patch", "hidden", "token_mlp", "channel_mlp", "classes"]
         assert "activation_batch" in rules
@@ -196,7 +196,7 @@ def test_mixer_compiles_on_the_mock_backend_with_model_config_from_the_command_l
     assert code == 0, err
     data = json.loads(out)
     assert data["header"]["backend"] == "mock" and data["compile"]["verdict"] == "fits"
-    assert data["header"]["config"]["num_blocks"] == 3
+    assert data["header"]["own_config"]["num_blocks"] == 3
     assert "params/block_2/channel_mixing/wi" in data["leaves"]
     assert data["leaves"]["params/stem/kernel"]["shape"] == [192, 128]
 
@@ -364,14 +364,15 @@ def test_an_rng_stream_the_spec_does_not_name_gets_the_rngs_hint() -> None:
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("BATCH_AXES", "batch 'labels': 2 logical axes ['activation_batch', None] for shape [4]; give one name (or None) per dimension"),
-        ("BATCH_DTYPE", "batch 'labels': 'int33' is not a dtype"),
-        ("BATCH_TUPLE", "batch 'images' is a tuple; give an aotcheck.BatchField(shape, dtype, logical_axes)"),
+        ("BATCH_AXES", "model 'mixer': batch 'labels': 2 logical axes ['activation_batch', None] for shape [4]; "
+                       "give one name (or None) per dimension"),
+        ("BATCH_DTYPE", "model 'mixer': batch 'labels': 'int33' is not a dtype"),
+        ("BATCH_TUPLE", "model 'mixer': batch 'images' is a tuple; give an aotcheck.BatchField(shape, dtype, logical_axes)"),
     ],
 )
 def test_a_malformed_batch_description_is_named(model: str, message: str) -> None:
     err = fails("compile", "--model", f"user_models:{model}", "-t", "v5p-8", "--no-compile", code=3)
-    assert err == f"error: model 'mixer': {message}"
+    assert err == f"error: {message}"
 
 
 def test_a_model_with_one_path_compiles_on_it_and_names_the_missing_one() -> None:
@@ -397,7 +398,7 @@ def test_a_model_with_one_path_compiles_on_it_and_names_the_missing_one() -> Non
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("patch_sise=4", "error: config: unknown key 'patch_sise'; did you mean patch_size"),
+        ("patch_sise=4", "error: config: unknown key 'patch_sise'; did you mean patch_size?"),
         ("hidden_dim=wide", "error: config: hidden_dim: Input should be a valid integer, unable to parse string as an integer (got 'wide')"),
         ("num_classes=0", "error: config: num_classes: Input should be greater than 0 (got 0)"),
         ("image_size=30", "error: config: image_size=30 is not a multiple of patch_size=8"),

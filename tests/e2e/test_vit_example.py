@@ -30,6 +30,9 @@ def test_both_paths_compile_for_a_tpu_topology(flag: str | None) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["compile"]["verdict"] == "fits"
+    # The team's step read its own settings; nothing read the settings the model has no use for.
+    assert report["header"]["own_config"]["microbatches"] == 2 and report["header"]["own_config"]["ema_decay"] == 0.999
+    assert {"scan_layers", "weight_dtype", "max_target_length"}.isdisjoint(report["header"]["config"])
     ema, param = ("ema_params/block_0/wi", "params/block_0/wi") if flag is None else ("ema_params/block_0/wi/value", "model/block_0/wi/value")
     # The team's own state field, sharded like the parameter it mirrors (mesh axis names: fsdp, tensor).
     assert report["leaves"][ema]["partition_spec"] == report["leaves"][param]["partition_spec"] == ["fsdp"]
@@ -55,14 +58,27 @@ def test_check_is_green_on_its_goldens_and_catches_a_changed_annotation(tmp_path
     assert "logical axes changed" in done.stdout and "PartitionSpec P('fsdp') -> P(None, 'fsdp') follows" in done.stdout
 
 
-def test_settings_the_model_ignores_are_not_shown_and_setting_one_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_nothing_reads_are_not_shown_and_setting_one_warns_on_a_build_and_from_the_cache(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from aotcheck._pipeline import Request, build
 
+    monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.syspath_prepend(str(VIT_DIR))
-    built = build(Request(model=MODEL, topology="v5p-8", compile=False, overrides=("weight_dtype=bfloat16", "num_layers=1")))
-    assert built.warnings == (
-        f"--set weight_dtype: model '{MODEL}' does not read this setting (its ModelSpec ignores it), so it changes nothing",
+    # Without a compile the team's step is never traced, so nothing reads `microbatches`.
+    run_yml = tmp_path / "run.yml"
+    run_yml.write_text("ema_decay: 0.99\nnum_layers: 3\n")
+    request = Request(model=MODEL, topology="v5p-8", compile=False, config_file=run_yml,
+                      overrides=("weight_dtype=bfloat16", "num_layers=1", "microbatches=4"))
+    fresh, cached = build(request), build(request)
+    assert "report_cache_hit" not in fresh.report.timings and cached.report.timings == {"report_cache_hit": 1.0}
+    assert fresh.warnings == cached.warnings == (
+        f"--config {run_yml}: nothing read 'ema_decay' in this run (model '{MODEL}', linen path); it changes nothing",
+        f"--set weight_dtype=bfloat16: model '{MODEL}' does not read this setting (its ModelSpec ignores it), "
+        "so it changes nothing",
+        f"--set microbatches=4: nothing read 'microbatches' in this run (model '{MODEL}', linen path); it changes nothing",
     )
-    shown = built.report.header.config
-    assert "scan_layers" not in shown and "weight_dtype" not in shown
-    assert shown["num_layers"] == 1 and shown["microbatches"] == 2 and shown["per_device_batch_size"] == 4
+    h = fresh.report.header
+    assert h == cached.report.header
+    assert {"scan_layers", "remat_policy", "weight_dtype", "dtype", "max_target_length"}.isdisjoint(h.config)
+    assert "microbatches" not in h.own_config and "ema_decay" not in h.own_config
+    assert h.own_config["num_layers"] == 1 and h.config["per_device_batch_size"] == 4
