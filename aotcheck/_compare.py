@@ -88,6 +88,7 @@ class _Side:
     leaves: dict[str, Leaf]  # canonical path -> leaf
     raw: dict[str, str]  # canonical path -> path as the source names it
     fields: frozenset[str]
+    rng: bool  # holds rng state (NNX streams, a Linen step key)
 
 
 def _side(report: Report, rewrites: _canonical.Rewrites, label: str) -> _Side:
@@ -97,9 +98,9 @@ def _side(report: Report, rewrites: _canonical.Rewrites, label: str) -> _Side:
     for source_path, leaf in report.items():
         path = rewrites.canonical(source_path, leaf.role, kind)
         if path in raw:
-            raise UsageError(f"side {label}: leaves {raw[path]} and {source_path} both map to canonical path {path}")
+            raise UsageError(f"{label}: leaves {raw[path]} and {source_path} both map to canonical path {path}")
         leaves[path], raw[path] = leaf, source_path
-    return _Side(kind, leaves, raw, frozenset(report.header.known_fields))
+    return _Side(kind, leaves, raw, frozenset(report.header.known_fields), any(lf.role == "rng" for lf in leaves.values()))
 
 
 def _fields(leaf: Leaf, fields: frozenset[str]) -> dict[str, Any]:
@@ -121,6 +122,7 @@ def compare(
     large_leaf_bytes: int = 1 << 20,
     rewrites: _canonical.Rewrites | None = None,
     names_are_notes: bool = True,
+    labels: tuple[str, str] = ("side A", "side B"),
 ) -> list[Finding]:
     """Every difference between side A and side B, sorted by category then leaf.
 
@@ -133,6 +135,7 @@ def compare(
         names_are_notes: logical names that differ while the PartitionSpec stays equal are
             explained notes, not findings (the default of `diff` and `check`, whose `--names`
             turns it off: two paths, or a renaming, may name the same sharding differently).
+        labels: what the sides are called in an error (two leaves on one canonical path).
 
     Returns:
         The findings, explained notes included (see `failing`).
@@ -142,13 +145,13 @@ def compare(
         []
     """
     rules = rewrites or _canonical.defaults()
-    sa, sb = _side(a, rules, "A"), _side(b, rules, "B")
+    sa, sb = _side(a, rules, labels[0]), _side(b, rules, labels[1])
     fields = sa.fields & sb.fields
     findings: list[Finding] = []
     for path in sorted(sb.leaves.keys() - sa.leaves.keys()):
-        findings.append(_presence(Category.LEAF_ADDED, path, None, _fields(sb.leaves[path], fields), sb, sa))
+        findings.append(_presence(Category.LEAF_ADDED, path, None, _fields(sb.leaves[path], fields), sb, sa.kind, sa.rng))
     for path in sorted(sa.leaves.keys() - sb.leaves.keys()):
-        findings.append(_presence(Category.LEAF_REMOVED, path, _fields(sa.leaves[path], fields), None, sa, sb))
+        findings.append(_presence(Category.LEAF_REMOVED, path, _fields(sa.leaves[path], fields), None, sa, sb.kind, sb.rng))
     resolution = _causes.resolution_change(a.header, b.header)
     for path in sorted(sa.leaves.keys() & sb.leaves.keys()):
         la, lb = sa.leaves[path], sb.leaves[path]
@@ -172,10 +175,11 @@ def _order(f: Finding) -> tuple[Any, ...]:
     return (ORDER.index(f.category), f.leaf or "", json.dumps(f.before, sort_keys=True), json.dumps(f.after, sort_keys=True))
 
 
-def _presence(category: Category, path: str, before: Any, after: Any, holder: _Side, other: _Side) -> Finding:
+def _presence(category: Category, path: str, before: Any, after: Any, holder: _Side, other: str,
+              other_rng: bool) -> Finding:
     """A leaf on one side only; rng state that only the two paths' designs put on one side is explained."""
     if holder.leaves[path].role == "rng":
-        note = _causes.rng_note(holder.kind, other.kind, any(lf.role == "rng" for lf in other.leaves.values()))
+        note = _causes.rng_note(holder.kind, other, other_rng)
         if note:
             return Finding(category, path, before, after, explained=True, note=note)
     return Finding(category, path, before, after)
@@ -206,11 +210,9 @@ def _changes(path: str, keys: set[str], va: dict[str, Any], vb: dict[str, Any], 
         ))
     elif "partition_spec" in keys:
         same_axes = "logical_axes" in va and axes_a is not None and "logical_axes" not in keys
-        out.append(Finding(
-            Category.PARTITION_SPEC, path, spec_a, spec_b,
-            note=join(f"same logical axes {axes_text(axes_a)}" + (f": {resolution}" if resolution else "")
-                      if same_axes else _axes_note(axes_a, axes_b) or names),
-        ))
+        note = f"same logical axes {axes_text(axes_a)}" + (f": {resolution}" if resolution else "") if same_axes else (
+            _axes_note(axes_a, axes_b) or names)
+        out.append(Finding(Category.PARTITION_SPEC, path, spec_a, spec_b, note=note))
     elif "logical_axes" in keys and "partition_spec" in va and axes_a is not None and axes_b is not None:
         out.append(Finding(Category.LOGICAL_AXES, path, axes_a, axes_b, explained=names_are_notes,
                            note=f"only the names differ: the same PartitionSpec {spec_text(spec_a)}"))

@@ -13,8 +13,8 @@ from flax import linen as nn
 from flax import nnx
 from typer.testing import CliRunner
 
-from aotcheck import _compare as diff
 from aotcheck import _causes, _sides
+from aotcheck import _compare as diff
 from aotcheck._analysis import Compile, Memory
 from aotcheck._cli import app
 from aotcheck._model import ModelSpec

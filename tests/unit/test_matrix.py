@@ -92,6 +92,32 @@ def test_bad_values_are_refused():
         _matrix.parse([{"topology": "v5p-8"}], SOURCE)
 
 
+def test_a_case_carries_its_own_rewrites_inline_or_from_a_file_beside_the_matrix(tmp_path):
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "body.yml").write_text("nnx:\n  - ['^(param|opt/\\d+/\\w+)/body/', '\\1/']\n")
+    inline = {"nnx": [[r"^(param|opt/\d+/\w+)/body/", r"\1/"]]}
+    m = _matrix.parse({"cases": [{"topology": "v5p-8", "rewrites": inline},
+                                 {"topology": "v5p-128", "rewrites": "rules/body.yml"},
+                                 {"topology": "v6e-8"}]}, tmp_path / "matrix.yml")
+    from_data, from_file, none = (c.rewrites for c in m.cases)
+    assert none is None
+    for rules in (from_data, from_file):
+        assert rules.canonical("param/body/w", "param", "nnx") == "param/w"
+        assert rules.canonical("param/body/w", "param", "linen") == "param/body/w"
+
+
+@pytest.mark.parametrize(("rewrites", "message"), [
+    ({"nnx": [["(a)", "\\2"]]}, "case 'mine' rewrites: nnx rule 1: bad replacement '\\\\2': invalid group reference 2 at position 1"),
+    ({"jax": []}, "case 'mine' rewrites: unknown source kind 'jax' (one of linen, nnx, maxtext, all)"),
+    (5, "case 'mine' rewrites: expected a mapping of linen, nnx, maxtext, all to rule lists"),
+    ("missing.yml", "case 'mine' rewrites: rewrites file /repo/configs/missing.yml does not exist"),
+])
+def test_bad_case_rewrites_are_one_line_errors_naming_the_case(rewrites, message):
+    with pytest.raises(UsageError) as info:
+        _matrix.parse({"cases": [{"name": "mine", "topology": "v5p-8", "rewrites": rewrites}]}, SOURCE)
+    assert str(info.value) == f"matrix {SOURCE}: cases.0: {message}"
+
+
 def test_duplicate_names_are_refused():
     with pytest.raises(UsageError, match="two cases are named 'tiny/v5p-8'"):
         _matrix.parse({"cases": [{"topology": "v5p-8"}, {"topology": "v5p-8", "paths": ["nnx"]}]}, SOURCE)
