@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aotcheck import _matrix
+from aotcheck import _canonical, _matrix
 from aotcheck._errors import UsageError
 
 SOURCE = Path("/repo/configs/matrix.yml")
@@ -206,3 +206,18 @@ def test_a_toml_matrix_is_read_from_tool_aotcheck(tmp_path):
     path.write_text("[tool.other]\n")
     with pytest.raises(UsageError, match=r"no \[tool\.aotcheck\] table"):
         _matrix.load(path)
+
+
+def test_the_case_rewrites_example_in_docs_ci_parses(tmp_path):
+    import re
+
+    import yaml
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "ci.md").read_text()
+    (example,) = [b for b in re.findall(r"```yaml\n(.*?)```", docs, flags=re.S) if "rewrites" in b]
+    (tmp_path / "rewrites").mkdir()
+    (tmp_path / "rewrites" / "my_model.yml").write_text("nnx:\n  - ['^net/', 'param/', param]\n")
+    inline, from_file = _matrix.parse(yaml.safe_load(example), tmp_path / "matrix.yml").cases
+    for case in (inline, from_file):
+        rules = _canonical.defaults().then(case.rewrites)  # as the gate applies them
+        assert rules.canonical("net/dense/kernel/value", "param", "nnx") == "param/dense/kernel"
