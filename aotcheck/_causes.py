@@ -69,6 +69,8 @@ def misordered_layers(linen_paths: Iterable[str], nnx_paths: Iterable[str]) -> b
     """
     siblings: dict[str, set[int]] = {}
     for path in linen_paths:
+        if "layers_" not in path:
+            continue
         for m in _LINEN_LAYER.finditer(path):
             siblings.setdefault(path[:m.start(2)], set()).add(int(m.group(2)))
     misordered = any(sorted(ns) != sorted(ns, key=str) for ns in siblings.values())

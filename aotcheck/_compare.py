@@ -282,25 +282,25 @@ def _program_findings(a: Report, b: Report, sa: _Side, sb: _Side, leaf_findings:
             note=f"the TPU compiler ran out of HBM on side B: needs {human_bytes(cb.needed_bytes_per_device)} of {human_bytes(cb.capacity_bytes_per_device)} per chip",
         )]
     annotation = _annotation_cause(sa, sb, leaf_findings)
-    order = _causes.ORDER_NOTE if _layers_misordered(sa, sb) else ""
-    out = []
-    if ca.fits != cb.fits:
-        verdict = {True: "fits", False: "does not fit"}
-        out.append(Finding(Category.FIT_VERDICT, None, verdict[ca.fits], verdict[cb.fits], note=join(order, annotation)))
     figures = {"peak": (ca.needed_bytes_per_device, cb.needed_bytes_per_device)}
     if ca.memory_per_device is not None and cb.memory_per_device is not None:
         figures["argument"] = (ca.memory_per_device.argument, cb.memory_per_device.argument)
         figures["temp"] = (ca.memory_per_device.temp, cb.memory_per_device.temp)
-    nnx_side = _graph_updates_premise(a, b, leaf_findings)
-    for name, (x, y) in figures.items():
-        change = _relative(x, y)
-        if abs(change) > tol:
-            # The NNX side needs more of it: side B when B is NNX.
-            more = nnx_side is not None and name in ("temp", "peak") and (y > x) == (nnx_side == "B")
-            out.append(Finding(
-                Category.MEMORY, None, {name: x}, {name: y},
-                note=join(f"{percent(change)} per chip", order, annotation, _causes.GRAPH_UPDATES_NOTE if more else ""),
-            ))
+    moved = {name: (x, y) for name, (x, y) in figures.items() if abs(_relative(x, y)) > tol}
+    # The arguments' order moves memory only: looked for only when memory or the fit moved.
+    order = _causes.ORDER_NOTE if (moved or ca.fits != cb.fits) and _layers_misordered(sa, sb) else ""
+    out = []
+    if ca.fits != cb.fits:
+        verdict = {True: "fits", False: "does not fit"}
+        out.append(Finding(Category.FIT_VERDICT, None, verdict[ca.fits], verdict[cb.fits], note=join(order, annotation)))
+    nnx_side = _graph_updates_premise(a, b, leaf_findings) if moved else None
+    for name, (x, y) in moved.items():
+        # The NNX side needs more of it: side B when B is NNX.
+        more = nnx_side is not None and name in ("temp", "peak") and (y > x) == (nnx_side == "B")
+        out.append(Finding(
+            Category.MEMORY, None, {name: x}, {name: y},
+            note=join(f"{percent(_relative(x, y))} per chip", order, annotation, _causes.GRAPH_UPDATES_NOTE if more else ""),
+        ))
     out.extend(_cost_findings(ca, cb, tol, annotation))
     return out
 
@@ -365,7 +365,9 @@ def _layers_misordered(sa: _Side, sb: _Side) -> bool:
     by_kind = {sa.kind: sa, sb.kind: sb}
     if set(by_kind) != {"linen", "nnx"}:
         return False
-    return _causes.misordered_layers(by_kind["linen"].raw.values(), by_kind["nnx"].raw.values())
+    # The parameters show the layers; optimizer slots repeat them.
+    return _causes.misordered_layers((raw for path, raw in by_kind["linen"].raw.items() if path.startswith("param/")),
+                                     by_kind["nnx"].raw.values())
 
 
 def _graph_updates_premise(a: Report, b: Report, leaf_findings: list[Finding]) -> str | None:
