@@ -21,7 +21,7 @@ from rich.console import Console
 
 from aotcheck import _cli_fit, _cli_gate
 from aotcheck._boundary import debug_mode, finite, one_line_errors
-from aotcheck._cli_common import EXIT_CODES, BackendChoice, Format, NoCache, _console, _verbosity, _width
+from aotcheck._cli_common import EXIT_CODES, BackendChoice, Format, Names, NoCache, _console, _verbosity, _width
 from aotcheck._errors import EXIT_DOES_NOT_FIT
 
 app = typer.Typer(
@@ -232,8 +232,7 @@ def diff_(
         "applied after configs/canonical.yml and laid out like it (per source kind: pattern, replacement, optional role).")] = None,
     memory_tolerance: Annotated[float, typer.Option(
         "--memory-tolerance", min=0, callback=finite, help="Relative change of argument/temp/peak bytes per chip, or of FLOPs, that counts.")] = 0.01,
-    names: Annotated[bool, typer.Option(
-        "--names", help="Count logical names that differ while the PartitionSpec is equal as differences, not notes.")] = False,
+    names: Names = False,
     fmt: FormatOpt = Format.table,
     out: Out = None,
     backend: BackendOpt = BackendChoice.auto,
@@ -241,7 +240,7 @@ def diff_(
 ) -> None:
     """Compare two states leaf by leaf (sharding, logical axes, dtypes, shapes) and their compiled steps.
 
-    `aotcheck diff linen nnx` builds both paths of one configuration: does the NNX model give exactly the Linen model's state, sharding and memory? Expected, harmless differences (the step's dtype, NNX-only rng state) are listed as notes and do not fail.
+    `aotcheck diff linen nnx` builds both paths of one configuration: does the NNX model give exactly the Linen model's state, sharding and memory? Findings come in order of what matters: leaves on one side only, PartitionSpec, dtype and shape, logical names, then the compiled figures. Expected, harmless differences (the step's dtype, NNX-only rng state, logical names that differ under an equal PartitionSpec) are listed as notes and do not fail.
 
     Exit 0 identical, 1 a real difference, 2 usage error, 3 a side could not be built.
     """

@@ -43,3 +43,5 @@ class BackendChoice(StrEnum):
 
 
 NoCache = Annotated[bool, typer.Option("--no-cache", envvar="AOTCHECK_NO_CACHE", help="Compile even if an identical program was compiled before.")]
+Names = Annotated[bool, typer.Option(
+    "--names", help="Count logical names that differ while the PartitionSpec is equal as differences (by default they are explained notes).")]

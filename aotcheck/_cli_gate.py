@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from aotcheck._boundary import finite
-from aotcheck._cli_common import BackendChoice, Format, NoCache, _console, _verbosity
+from aotcheck._cli_common import BackendChoice, Format, Names, NoCache, _console, _verbosity
 
 CaseOpt = Annotated[list[str] | None, typer.Option("--case", help="Only this case (repeatable; slow cases too).")]
 FilterOpt = Annotated[str | None, typer.Option("--filter", "-k", help="Only cases matching a pytest-style expression: words match "
@@ -38,7 +38,7 @@ def _gate(
     *, update: bool, force: bool, case: list[str] | None, filter_: str | None, slow: bool, matrix_file: Path | None,
     golden_dir: Path | None, shard: str | None, jobs: int | None, backend: BackendChoice | None,
     memory_tolerance: float | None = None, junit: Path | None = None, markdown: Path | None = None,
-    fmt: Format = Format.table, compiler_changes: Policy | None = None, no_cache: bool = False,
+    fmt: Format = Format.table, compiler_changes: Policy | None = None, no_cache: bool = False, names: bool = False,
 ) -> None:
     from aotcheck import _gate as gate
     from aotcheck import _matrix as matrix_mod
@@ -69,7 +69,8 @@ def _gate(
 
     result = gate.run(matrix, units, golden_root=golden_dir, update=update, backend=backend_name, jobs=jobs,
                       memory_tolerance=memory_tolerance, update_command=command, on_outcome=said,
-                      compiler_changes=compiler_changes.value if compiler_changes else None, force=force)
+                      compiler_changes=compiler_changes.value if compiler_changes else None, force=force,
+                      names_are_notes=not names)
     md = render.gate_markdown(result)
     if fmt is Format.json:
         typer.echo(result.to_json(), nl=False)
@@ -110,12 +111,13 @@ def check(
     force: ForceOpt = False,
     backend: CheckBackendOpt = None,
     no_cache: NoCache = False,
+    names: Names = False,
 ) -> None:
     """Compare each case of the matrix with its golden files; exit 0 clean, 1 changed, 2 usage error, 3 build failed."""
     _gate(update=update, force=force, case=case, filter_=filter_, slow=slow, matrix_file=matrix_file,
           golden_dir=golden_dir, shard=shard, jobs=jobs, backend=backend, memory_tolerance=memory_tolerance,
           junit=junit, markdown=markdown, fmt=Format.json if as_json else fmt, compiler_changes=compiler_changes,
-          no_cache=no_cache)
+          no_cache=no_cache, names=names)
 
 
 def golden_update(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aotcheck import _golden, _policy
+from aotcheck import _canonical, _golden, _policy
 from aotcheck._compare import Category, Finding, compare
 from aotcheck._errors import (
     EXIT_BUILD,
@@ -44,6 +44,7 @@ class Built:
     error: str | None
     exit_code: int
     seconds: float
+    rewrites: _canonical.Rewrites | None = None  # configs/canonical.yml, then the model's own
 
 
 @dataclass(frozen=True)
@@ -122,17 +123,19 @@ def build(case: Case, path: str, backend: str) -> Built:
 
     setup_libtpu_env()  # a spawned worker imports jax afresh
     from aotcheck._pipeline import Request, build_report
+    from aotcheck._sides import model_rewrites
 
     request = Request(topology=case.topology, num_slices=case.num_slices, model=case.model, overrides=case.overrides,
                       pure_nnx=path == "nnx", compile=case.compile, backend=backend, activations=case.activations)
     start = time.perf_counter()
     try:
         report = build_report(request)
+        rewrites = model_rewrites(request)
     except AotcheckError as exc:
         return Built(None, str(exc), exc.exit_code, time.perf_counter() - start)
     except Exception as exc:  # a bug in aotcheck: this unit's error row, the others still run
         return Built(None, f"internal error: {one_line(exc)}; report it", EXIT_INTERNAL, time.perf_counter() - start)
-    return Built(report, None, EXIT_OK, time.perf_counter() - start)
+    return Built(report, None, EXIT_OK, time.perf_counter() - start, rewrites)
 
 
 def mock_devices_needed(units: Sequence[Unit], backend: str) -> int:
@@ -186,11 +189,13 @@ def run(
     on_outcome: Callable[[Outcome], None] | None = None,
     compiler_changes: str | None = None,
     force: bool = False,
+    names_are_notes: bool = True,
 ) -> Result:
     """Check (or, with `update`, rewrite) the goldens of `units`.
 
     A tolerance or compiler policy given here wins over the case's, which wins over the matrix's;
-    `force` lets a mock update replace libtpu compile figures.
+    `force` lets a mock update replace libtpu compile figures; `names_are_notes` (`check --names`
+    turns it off) makes logical names that differ under an equal PartitionSpec explained notes.
     """
     root = golden_root or matrix.golden_dir
     outcomes = []
@@ -198,12 +203,14 @@ def run(
         directory = unit.golden_dir(root)
         tolerance = next(t for t in (memory_tolerance, unit.case.memory_tolerance, matrix.memory_tolerance)
                          if t is not None)
+        rules = built.rewrites or _canonical.defaults()
+        how = _How(tolerance, matrix.large_leaf_bytes, names_are_notes,
+                   rules if unit.case.rewrites is None else rules.then(unit.case.rewrites))
         if update:
-            outcome = _update(unit, built, directory, tolerance, matrix.large_leaf_bytes, backend, force)
+            outcome = _update(unit, built, directory, how, backend, force)
         else:
             policy = compiler_changes or unit.case.compiler_changes or matrix.compiler_changes
-            outcome = _check(unit, built, directory, tolerance, matrix.large_leaf_bytes, update_command,
-                             backend, policy)
+            outcome = _check(unit, built, directory, how, update_command, backend, policy)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
@@ -240,8 +247,22 @@ def _version_warnings(directory: Path, now: dict[str, str | None], compiled: boo
     return out
 
 
-def _compare(old: Report, new: Report, tolerance: float, large_leaf_bytes: int) -> list[Finding]:
-    return compare(old, new, memory_tolerance=tolerance, large_leaf_bytes=large_leaf_bytes)
+@dataclass(frozen=True)
+class _How:
+    """How one unit's build is compared with its golden."""
+
+    tolerance: float
+    large_leaf_bytes: int
+    names_are_notes: bool
+    rewrites: _canonical.Rewrites  # the defaults, the model's own, then the case's
+
+    def compare(self, old: Report, new: Report) -> list[Finding]:
+        return compare(old, new, memory_tolerance=self.tolerance, large_leaf_bytes=self.large_leaf_bytes,
+                       rewrites=self.rewrites, names_are_notes=self.names_are_notes, labels=("the golden", "this run"))
+
+
+def _rewrites_error(unit: Unit, exc: UsageError) -> str:
+    return f"case '{unit.case.name}': {exc}; fix the case's or the model's rewrites"
 
 
 def _compile_failed(old: Report | None, built: Built) -> tuple[Finding, ...]:
@@ -250,8 +271,8 @@ def _compile_failed(old: Report | None, built: Built) -> tuple[Finding, ...]:
     return (Finding(Category.COMPILE_FAILING, None, old.compile.verdict, built.error),)
 
 
-def _check(unit: Unit, built: Built, directory: Path, tolerance: float, large_leaf_bytes: int,
-           update_command: str, requested: str = "auto", policy: str = _policy.DEFAULT_POLICY) -> Outcome:
+def _check(unit: Unit, built: Built, directory: Path, how: _How, update_command: str, requested: str = "auto",
+           policy: str = _policy.DEFAULT_POLICY) -> Outcome:
     base = Outcome(case=unit.case.name, path=unit.path, golden_dir=_display(directory), status="ok",
                    seconds=built.seconds)
     create = f"{update_command} --case '{unit.case.name}'"
@@ -278,7 +299,10 @@ def _check(unit: Unit, built: Built, directory: Path, tolerance: float, large_le
     change = ""
     if old.compile is not None and new.compile is not None:
         change = _policy.compiler_change(_golden.read_file(directory / _golden.COMPILE).versions, new.header.versions)
-    split = _policy.split(_compare(old, new, tolerance, large_leaf_bytes), change)
+    try:
+        split = _policy.split(how.compare(old, new), change)
+    except UsageError as exc:  # the rewrites put two leaves on one canonical path: this case's configuration
+        return dataclasses.replace(base, status="error", error=_rewrites_error(unit, exc), error_code=EXIT_USAGE)
     # Explained findings are expected and harmless; a compiler's figures fail only under policy `fail`.
     failed = any(not f.explained for f in split.regressions) or (bool(split.compiler) and policy == "fail")
     if split.compiler:  # the compiler note replaces compile.json's "other versions, not a failure" warning
@@ -291,8 +315,8 @@ def _check(unit: Unit, built: Built, directory: Path, tolerance: float, large_le
                                compiler_change=split.change, compiler_policy=policy)
 
 
-def _update(unit: Unit, built: Built, directory: Path, tolerance: float, large_leaf_bytes: int,
-            requested: str = "auto", force: bool = False) -> Outcome:
+def _update(unit: Unit, built: Built, directory: Path, how: _How, requested: str = "auto",
+            force: bool = False) -> Outcome:
     base = Outcome(case=unit.case.name, path=unit.path, golden_dir=_display(directory), status="unchanged",
                    seconds=built.seconds)
     if built.report is None:
@@ -304,9 +328,13 @@ def _update(unit: Unit, built: Built, directory: Path, tolerance: float, large_l
     if existed:
         try:
             old, cmp_new, warnings = _comparable(_golden.read_golden(directory), new, requested)
-            findings = tuple(_compare(old, cmp_new, tolerance, large_leaf_bytes))
         except Exception as exc:  # a corrupt golden is simply replaced
             warnings = [f"replaced unreadable golden ({exc})"]
+        else:
+            try:
+                findings = tuple(how.compare(old, cmp_new))
+            except UsageError as exc:  # two leaves on one canonical path: the rewrites need fixing first
+                return dataclasses.replace(base, status="error", error=_rewrites_error(unit, exc), error_code=EXIT_USAGE)
     kept = new.compile is not None and _golden.has_compile(directory) and _policy.keeps_compile(
         _golden.read_file(directory / _golden.COMPILE).backend, str(new.header.backend), force)
     if kept:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
+from aotcheck import _canonical
 from aotcheck._errors import UsageError, close_matches
 from aotcheck._io import read_yaml
 from aotcheck._portable import is_portable, portable_path
@@ -23,6 +24,14 @@ PathName = Literal["linen", "nnx"]
 DEFAULT_MATRIX = Path("configs/matrix.yml")
 DEFAULT_TOLERANCE = 0.01
 MAX_SLICES = 4096
+# A case's `rewrites`: rules laid out like configs/canonical.yml, or the path of a YAML file of them.
+_RULE = {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 3}
+REWRITES_SCHEMA = {"anyOf": [
+    {"type": "object", "propertyNames": {"enum": [*_canonical.KINDS, "all"]},
+     "additionalProperties": {"type": "array", "items": _RULE}},
+    {"type": "string", "description": "a YAML file of rewrite rules, relative to the matrix file"},
+    {"type": "null"},
+]}
 
 
 class CaseFile(pydantic.BaseModel):
@@ -42,6 +51,24 @@ class CaseFile(pydantic.BaseModel):
     memory_tolerance: float | None = pydantic.Field(None, ge=0)  # default: the matrix's
     compiler_changes: Literal["fail", "warn"] | None = None  # default: the matrix's
     activations: bool = False  # record the step's sharding constraints in compile.json
+    # Canonical-path rewrites applied after the defaults and the model's own when the gate matches
+    # this case's leaves: validated below, where the matrix file's directory is known.
+    rewrites: Annotated[Any, pydantic.WithJsonSchema(REWRITES_SCHEMA)] = None
+    _rules: _canonical.Rewrites | None = pydantic.PrivateAttr(None)
+
+    @pydantic.model_validator(mode="after")
+    def _read_rewrites(self, info: pydantic.ValidationInfo) -> CaseFile:
+        if self.rewrites is None:
+            return self
+        where = f"case '{self.name or default_name(self.model, self.topology, self.num_slices)}' rewrites"
+        try:
+            if isinstance(self.rewrites, str):
+                self._rules = _canonical.read(Path((info.context or {}).get("directory", ".")) / self.rewrites)
+            else:
+                self._rules = _canonical.parse(self.rewrites, where)
+        except UsageError as exc:
+            raise ValueError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
+        return self
 
     @pydantic.field_validator("golden")
     @classmethod
@@ -86,6 +113,7 @@ class Case:
     memory_tolerance: float | None = None
     compiler_changes: str | None = None
     activations: bool = False
+    rewrites: _canonical.Rewrites | None = field(default=None, compare=False)  # the case's own, after the model's
 
 
 @dataclass(frozen=True)
@@ -141,7 +169,7 @@ def parse(data: Any, source: Path) -> Matrix:
     if not isinstance(data, dict):
         raise UsageError(f"matrix {source}: expected a mapping with a 'cases' list")
     try:
-        fields = MatrixFile.model_validate(data)
+        fields = MatrixFile.model_validate(data, context={"directory": source.parent})
     except pydantic.ValidationError as exc:
         raise _error(source, exc) from None
     cases: list[Case] = []
@@ -158,7 +186,7 @@ def parse(data: Any, source: Path) -> Matrix:
             name=raw.name or default_name(raw.model, raw.topology, raw.num_slices), model=raw.model,
             topology=raw.topology, num_slices=raw.num_slices, paths=raw.paths, overrides=_overrides(raw.overrides),
             compile=raw.compile, slow=raw.slow, golden=golden.strip("/"), memory_tolerance=raw.memory_tolerance,
-            compiler_changes=raw.compiler_changes, activations=raw.activations,
+            compiler_changes=raw.compiler_changes, activations=raw.activations, rewrites=raw._rules,
         ))
     _check_unique(cases, source)
     return Matrix(

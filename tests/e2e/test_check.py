@@ -10,10 +10,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import pydantic
 import pytest
+from flax import linen as nn
 from typer.testing import CliRunner
 
 from aotcheck._cli import app
+from aotcheck._model import ModelSpec
 from aotcheck._topology import libtpu_available
 
 runner = CliRunner()
@@ -314,3 +319,69 @@ def test_the_committed_goldens_pass_on_a_fresh_clone(monkeypatch: pytest.MonkeyP
     assert len(data["outcomes"]) == 16 and data["unused_goldens"] == []
     if libtpu_available():  # elsewhere the compile figures are skipped, with a warning
         assert all(not o["warnings"] for o in data["outcomes"])
+
+
+class _Named(nn.Module):
+    """An embedding and one kernel whose first logical name and dtype come from the model's config."""
+
+    axis: str
+    dtype: str
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        init = jax.nn.initializers.normal(0.02)
+        emb = self.param("embedding", nn.with_logical_partitioning(init, ("vocab", "embed")), (256, 64), jnp.float32)
+        w = self.param("w", nn.with_logical_partitioning(init, (self.axis, "mlp")), (64, 64), jnp.dtype(self.dtype))
+        return (emb[tokens] @ w.astype(jnp.float32)) @ emb.T
+
+
+class _NamedFields(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    axis: str = "embed"
+    w_dtype: str = "float32"
+
+
+# Its own rewrites name the kernel `param/kernel` wherever two of its states are matched.
+NAMED = ModelSpec(name="named", linen=lambda cfg: _Named(cfg.model.axis, cfg.model.w_dtype), config=_NamedFields,
+                  defaults={"max_target_length": 8}, rewrites={"linen": [["^(param|opt/\\d+/\\w+)/w$", "\\1/kernel"]]})
+
+
+def named(overrides: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    return tiny(overrides, name="named", model=f"{__name__}:NAMED", compile=False, golden="named", **fields)
+
+
+def test_a_renamed_logical_axis_under_the_same_spec_is_a_note_unless_check_names(tmp_path: Path) -> None:
+    matrix = write_matrix(tmp_path, named())
+    assert run("golden", "update", "--matrix", matrix).exit_code == 0
+    # embed_vocab resolves to embed's mesh axes: only the name differs.
+    write_matrix(tmp_path, named(["axis=embed_vocab"]))
+    code, data = check(matrix)
+    assert code == 0 and data["outcomes"][0]["status"] == "ok"
+    (note,) = data["outcomes"][0]["findings"]
+    assert (note["category"], note["leaf"], note["explained"]) == ("logical axes changed", "param/kernel", True)
+    assert note["note"].startswith("only the names differ: the same PartitionSpec P('fsdp')")
+    code, data = check(matrix, "--names")
+    assert code == 1 and data["outcomes"][0]["status"] == "changed"
+    assert [(f["category"], f["explained"]) for f in data["outcomes"][0]["findings"]] == [("logical axes changed", False)]
+
+
+def test_case_rewrites_apply_after_the_models_own_and_a_collision_is_the_cases_usage_error(tmp_path: Path) -> None:
+    matrix = write_matrix(tmp_path, named())
+    assert run("golden", "update", "--matrix", matrix).exit_code == 0
+    (tmp_path / "rewrites.yml").write_text("linen:\n  - ['^(param|opt/\\d+/\\w+)/kernel$', '\\1/mixer']\n")
+    write_matrix(tmp_path, named(["w_dtype=bfloat16"], rewrites="rewrites.yml"))
+    code, data = check(matrix)
+    assert code == 1
+    # The model's rule (w -> kernel), then the case's (kernel -> mixer); the Adam moments fold into it.
+    (finding,) = data["outcomes"][0]["findings"]
+    assert (finding["category"], finding["leaf"], finding["before"], finding["after"]) == (
+        "dtype changed", "param/mixer", "float32", "bfloat16")
+    # Two leaves on one canonical path: this case's configuration error, exit 2, nothing written.
+    write_matrix(tmp_path, named(["w_dtype=bfloat16"], rewrites={"linen": [["^param/kernel$", "param/embedding"]]}))
+    code, data = check(matrix)
+    assert code == 2 and data["outcomes"][0]["error"] == (
+        "case 'named': the golden: leaves params/embedding and params/w both map to canonical path param/embedding; "
+        "fix the case's or the model's rewrites")
+    before = (tmp_path / "golden/named/linen/state_dtypes.json").read_text()
+    assert run("golden", "update", "--matrix", matrix).exit_code == 2
+    assert (tmp_path / "golden/named/linen/state_dtypes.json").read_text() == before

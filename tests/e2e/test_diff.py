@@ -13,8 +13,8 @@ from flax import linen as nn
 from flax import nnx
 from typer.testing import CliRunner
 
+from aotcheck import _causes, _sides
 from aotcheck import _compare as diff
-from aotcheck import _sides
 from aotcheck._analysis import Compile, Memory
 from aotcheck._cli import app
 from aotcheck._model import ModelSpec
@@ -234,7 +234,7 @@ def test_unscanned_layer_order_is_named_as_the_cause_of_a_memory_difference() ->
     assert {f.category for f in real} == {"memory per chip beyond tolerance"}
     memory = {next(iter(f.before)): f for f in real if f.category == "memory per chip beyond tolerance"}
     assert set(memory) == {"temp", "peak"}
-    assert diff.ORDER_NOTE in memory["temp"].note and memory["temp"].note.startswith("+2.0% per chip")
+    assert _causes.ORDER_NOTE in memory["temp"].note and memory["temp"].note.startswith("+2.0% per chip")
     # Within tolerance, no finding; the leaves themselves line up (layers_3 == layers/3).
     assert diff.failing(diff.compare(_with_compile(linen, temp=100 << 20), _with_compile(nnx_, temp=100 << 20))) == []
 
@@ -293,11 +293,11 @@ def test_extra_nnx_temp_under_scan_names_graph_updates() -> None:
     nnx_ = build_report(Request(topology="v5p-8", compile=False, pure_nnx=True))
     [temp] = [f for f in diff.compare(_with_compile(linen, temp=10 << 20), _with_compile(nnx_, temp=12 << 20))
               if f.leaf is None and "temp" in f.before]
-    assert diff.GRAPH_UPDATES_NOTE in temp.note and diff.ORDER_NOTE not in temp.note
+    assert _causes.GRAPH_UPDATES_NOTE in temp.note and _causes.ORDER_NOTE not in temp.note
     # Less temp on the NNX side is not that cause.
     [less] = [f for f in diff.compare(_with_compile(linen, temp=12 << 20), _with_compile(nnx_, temp=10 << 20))
               if f.leaf is None and "temp" in f.before]
-    assert diff.GRAPH_UPDATES_NOTE not in less.note
+    assert _causes.GRAPH_UPDATES_NOTE not in less.note
 
 
 def test_linen_and_nnx_built_in_two_processes_give_the_serial_output(tmp_path, monkeypatch) -> None:

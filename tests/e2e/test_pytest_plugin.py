@@ -50,8 +50,10 @@ def test_mixer_cases_run_as_items_fail_with_findings_and_update_mends_them(mixer
     linen.write_text(linen.read_text().replace('("pixel", "hidden"), name="stem"', '("hidden", "pixel"), name="stem"'))
     failed = pytest_in(mixer, "--aotcheck", "-k", "v5p-8 and linen")
     assert failed.returncode == 1
-    assert "mixer/v5p-8/linen: changed: 2 logical axes changed" in failed.stdout
-    assert "  logical axes changed: param/stem/kernel: (pixel, hidden) -> (hidden, pixel)" in failed.stdout
+    # The swapped names move the resolved sharding: PartitionSpec findings first, naming the axes, then the program's.
+    assert "mixer/v5p-8/linen: changed: 2 PartitionSpec changed, " in failed.stdout
+    assert ("  PartitionSpec changed: param/stem/kernel: P(None, 'fsdp') -> P('fsdp') "
+            "(logical axes (pixel, hidden) -> (hidden, pixel)") in failed.stdout
     assert "accept an intended change with: pytest --aotcheck-update -k 'mixer/v5p-8/linen'" in failed.stdout
 
     mended = pytest_in(mixer, "--aotcheck-update", "-k", "v5p-8 and linen")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aotcheck import _matrix
+from aotcheck import _canonical, _matrix
 from aotcheck._errors import UsageError
 
 SOURCE = Path("/repo/configs/matrix.yml")
@@ -90,6 +90,32 @@ def test_bad_values_are_refused():
         _matrix.parse({"memory_tolerance": float("nan"), "cases": [{"topology": "v5p-8"}]}, SOURCE)
     with pytest.raises(UsageError, match=r"expected a mapping with a 'cases' list"):
         _matrix.parse([{"topology": "v5p-8"}], SOURCE)
+
+
+def test_a_case_carries_its_own_rewrites_inline_or_from_a_file_beside_the_matrix(tmp_path):
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "body.yml").write_text("nnx:\n  - ['^(param|opt/\\d+/\\w+)/body/', '\\1/']\n")
+    inline = {"nnx": [[r"^(param|opt/\d+/\w+)/body/", r"\1/"]]}
+    m = _matrix.parse({"cases": [{"topology": "v5p-8", "rewrites": inline},
+                                 {"topology": "v5p-128", "rewrites": "rules/body.yml"},
+                                 {"topology": "v6e-8"}]}, tmp_path / "matrix.yml")
+    from_data, from_file, none = (c.rewrites for c in m.cases)
+    assert none is None
+    for rules in (from_data, from_file):
+        assert rules.canonical("param/body/w", "param", "nnx") == "param/w"
+        assert rules.canonical("param/body/w", "param", "linen") == "param/body/w"
+
+
+@pytest.mark.parametrize(("rewrites", "message"), [
+    ({"nnx": [["(a)", "\\2"]]}, "case 'mine' rewrites: nnx rule 1: bad replacement '\\\\2': invalid group reference 2 at position 1"),
+    ({"jax": []}, "case 'mine' rewrites: unknown source kind 'jax' (one of linen, nnx, maxtext, all)"),
+    (5, "case 'mine' rewrites: expected a mapping of linen, nnx, maxtext, all to rule lists"),
+    ("missing.yml", "case 'mine' rewrites: rewrites file /repo/configs/missing.yml does not exist"),
+])
+def test_bad_case_rewrites_are_one_line_errors_naming_the_case(rewrites, message):
+    with pytest.raises(UsageError) as info:
+        _matrix.parse({"cases": [{"name": "mine", "topology": "v5p-8", "rewrites": rewrites}]}, SOURCE)
+    assert str(info.value) == f"matrix {SOURCE}: cases.0: {message}"
 
 
 def test_duplicate_names_are_refused():
@@ -180,3 +206,18 @@ def test_a_toml_matrix_is_read_from_tool_aotcheck(tmp_path):
     path.write_text("[tool.other]\n")
     with pytest.raises(UsageError, match=r"no \[tool\.aotcheck\] table"):
         _matrix.load(path)
+
+
+def test_the_case_rewrites_example_in_docs_ci_parses(tmp_path):
+    import re
+
+    import yaml
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "ci.md").read_text()
+    (example,) = [b for b in re.findall(r"```yaml\n(.*?)```", docs, flags=re.S) if "rewrites" in b]
+    (tmp_path / "rewrites").mkdir()
+    (tmp_path / "rewrites" / "my_model.yml").write_text("nnx:\n  - ['^net/', 'param/', param]\n")
+    inline, from_file = _matrix.parse(yaml.safe_load(example), tmp_path / "matrix.yml").cases
+    for case in (inline, from_file):
+        rules = _canonical.defaults().then(case.rewrites)  # as the gate applies them
+        assert rules.canonical("net/dense/kernel/value", "param", "nnx") == "param/dense/kernel"
