@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from aotcheck._collectives import wire_bytes
-from aotcheck._cost import convolution_flops, dot_flops, step_cost, trip_count
+from aotcheck._cost import convolution_flops, dot_flops, step_cost
 from aotcheck._hlo import parse_module, parse_shape
+from aotcheck._loops import trip_count
 from aotcheck._replica_groups import MeshLayout, attribute, parse_replica_groups
 from aotcheck._roofline import estimate, load_chips
 
