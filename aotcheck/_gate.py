@@ -45,6 +45,7 @@ class Built:
     exit_code: int
     seconds: float
     rewrites: _canonical.Rewrites | None = None  # configs/canonical.yml, then the model's own
+    warnings: tuple[str, ...] = ()  # the build's own (a setting nothing read, an unmatched name)
 
 
 @dataclass(frozen=True)
@@ -122,20 +123,21 @@ def build(case: Case, path: str, backend: str) -> Built:
     from aotcheck._env import setup_libtpu_env
 
     setup_libtpu_env()  # a spawned worker imports jax afresh
-    from aotcheck._pipeline import Request, build_report
+    from aotcheck._pipeline import Request
+    from aotcheck._pipeline import build as build_request
     from aotcheck._sides import model_rewrites
 
     request = Request(topology=case.topology, num_slices=case.num_slices, model=case.model, overrides=case.overrides,
                       pure_nnx=path == "nnx", compile=case.compile, backend=backend, activations=case.activations)
     start = time.perf_counter()
     try:
-        report = build_report(request)
+        built = build_request(request)
         rewrites = model_rewrites(request)
     except AotcheckError as exc:
         return Built(None, str(exc), exc.exit_code, time.perf_counter() - start)
     except Exception as exc:  # a bug in aotcheck: this unit's error row, the others still run
         return Built(None, f"internal error: {one_line(exc)}; report it", EXIT_INTERNAL, time.perf_counter() - start)
-    return Built(report, None, EXIT_OK, time.perf_counter() - start, rewrites)
+    return Built(built.report, None, EXIT_OK, time.perf_counter() - start, rewrites, built.warnings)
 
 
 def mock_devices_needed(units: Sequence[Unit], backend: str) -> int:
@@ -211,6 +213,8 @@ def run(
         else:
             policy = compiler_changes or unit.case.compiler_changes or matrix.compiler_changes
             outcome = _check(unit, built, directory, how, update_command, backend, policy)
+        if built.warnings:
+            outcome = dataclasses.replace(outcome, warnings=built.warnings + outcome.warnings)
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)

@@ -294,6 +294,17 @@ def test_warnings_unused_goldens_versions_and_backend_never_fail(guarded: Path) 
                 in mock[1]["outcomes"][0]["warnings"])
 
 
+def test_an_override_nothing_reads_is_the_cases_warning_in_check_and_update(tmp_path: Path) -> None:
+    # model_name only chooses the model when the case names none; here it changes nothing.
+    matrix = write_matrix(tmp_path, tiny(["model_name=llama2-7b"], compile=False))
+    expected = ("--set model_name=llama2-7b: nothing read 'model_name' in this run (model 'tiny', linen path); "
+                "it changes nothing")
+    update = run("golden", "update", "--matrix", matrix, "--json")
+    assert update.exit_code == 0 and json.loads(update.stdout)["outcomes"][0]["warnings"] == [expected]
+    code, result = check(matrix)
+    assert code == 0 and result["outcomes"][0]["warnings"] == [expected]
+
+
 def test_a_sharding_only_case_and_its_slow_compile_share_one_golden_directory(tmp_path: Path) -> None:
     fast, slow = tiny(compile=False), tiny(name="tiny/v5p-8/compile", slow=True)
     matrix = write_matrix(tmp_path, fast, slow)

@@ -75,6 +75,12 @@ def test_a_program_figure_added_later_joins_the_compiler_group_without_being_lis
     assert _policy.split([later], "jax 0.10.2 -> 0.12.0").compiler == (later,)
 
 
+def test_a_newly_unmatched_logical_name_stays_a_regression_under_a_compiler_change() -> None:
+    unmatched = Finding(Category.UNMATCHED_AXIS, None, None, {"name": "heads", "leaves": 2, "bytes_per_device": 64})
+    split = _policy.split([unmatched, FLOPS], "libtpu 0.0.42 -> 0.0.46")
+    assert split.regressions == (unmatched,) and split.compiler == (FLOPS,)
+
+
 def test_backend_notes_say_why_figures_were_not_compared() -> None:
     assert _policy.backend_note("libtpu", "mock", "auto") == (
         "compile figures not compared: golden from libtpu; this run is mock: libtpu is not installed here")
