@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from aotcheck._cli import app
+from aotcheck._policy import compiler_change
 from aotcheck._report import versions
 from aotcheck._topology import libtpu_available
 
 runner = CliRunner()
 pytestmark = pytest.mark.skipif(not libtpu_available(), reason="the goldens under test are libtpu goldens")
-
+COMMITTED = Path(__file__).resolve().parents[2] / "golden/tiny/v5p-8/linen"
 
 
 def run(*args: str | Path) -> Any:
@@ -126,3 +128,38 @@ def test_a_mock_update_keeps_libtpu_figures_and_check_says_they_were_not_compare
     forced = run("golden", "update", "--matrix", guarded, "--force")
     assert forced.exit_code == 0, forced.output
     assert json.loads(compile_json(guarded).read_text())["backend"] == "mock"
+
+
+def test_goldens_an_older_stack_wrote_move_as_a_compiler_change_not_a_model_regression(tmp_path: Path) -> None:
+    """The upgrade every team makes: golden/ was written by the oldest stack; check runs on a newer one."""
+    recorded = json.loads((COMMITTED / "compile.json").read_text())["versions"]
+    change = compiler_change(recorded, versions())
+    if not change:
+        pytest.skip(f"this stack's compiler wrote golden/ (libtpu {recorded['libtpu']}): nothing for a compiler to move")
+    shutil.copytree(COMMITTED, tmp_path / "golden/tiny/v5p-8/linen")
+    matrix = write_matrix(tmp_path)
+    code, data = check(matrix)
+    outcome = data["outcomes"][0]
+    assert outcome["compiler"] is not None, f"no compile figure moved under {change}: {outcome}"
+    assert f"libtpu {recorded['libtpu']} -> {versions()['libtpu']}" in change
+    assert code == 1 and outcome["status"] == "changed" and outcome["findings"] == []  # policy fail; the model is the same
+    assert outcome["compiler"]["change"] == change and outcome["compiler"]["policy"] == "fail"
+    figures = {"memory per chip beyond tolerance", "FLOPs changed", "collectives changed"}
+    assert {f["category"] for f in outcome["compiler"]["findings"]} <= figures
+    assert any(w.startswith(f"compiler changed ({change}):") for w in outcome["warnings"])
+    code, data = check(matrix, "--compiler-changes", "warn")
+    assert code == 0 and data["outcomes"][0]["status"] == "ok"
+
+    # Under the same upgrade, sharding and dtype findings stay regressions, whatever the policy.
+    shardings = tmp_path / "golden/tiny/v5p-8/linen/named_shardings.json"
+    data = json.loads(shardings.read_text())
+    data["shardings"]["params/decoder/decoder_norm/scale"]["partition_spec"] = ["fsdp"]
+    shardings.write_text(json.dumps(data))
+    dtypes = tmp_path / "golden/tiny/v5p-8/linen/state_dtypes.json"
+    data = json.loads(dtypes.read_text())
+    data["leaves"]["params/decoder/decoder_norm/scale"]["dtype"] = "bfloat16"
+    dtypes.write_text(json.dumps(data))
+    code, data = check(matrix, "--compiler-changes", "warn")
+    outcome = data["outcomes"][0]
+    assert code == 1 and outcome["status"] == "changed" and outcome["compiler"]["change"] == change
+    assert sorted(f["category"] for f in outcome["findings"]) == ["PartitionSpec changed", "dtype changed"]
