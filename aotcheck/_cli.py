@@ -63,7 +63,7 @@ FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table, json o
 Out = Annotated[Path | None, typer.Option("--out", "-o", help="Write the output to this file instead of stdout.")]
 
 
-Fast = Annotated[bool, typer.Option("--fast", help="Low-effort compile (exec_time_optimization_effort=-1): ~2x quicker on big models, but temp bytes, code size, bytes accessed and collectives differ from the default compile's; the report says so.")]
+Fast = Annotated[bool, typer.Option("--fast", help="Low-effort compile (effort level O1, optimization_level=19): ~2x quicker on big models, but temp bytes, code size, bytes accessed and collectives differ from the default compile's; the report says so.")]
 
 
 def request_from(

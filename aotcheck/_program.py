@@ -70,9 +70,12 @@ def lower(
     return Lowered(lowered, time.perf_counter() - start)
 
 
-# `--fast`: a low-effort compile, ~0.45x the time on llama2-7b, whose temp bytes, code size,
+# `--fast`: a low-effort compile, ~0.54x the time on llama2-7b, whose temp bytes, code size,
 # bytes accessed and collective counts differ from the default compile's (docs/performance.md).
-FAST_OPTIONS: Mapping[str, float] = {"exec_time_optimization_effort": -1.0}
+# Effort level O1 (jax's `EffortLevel.O1` = 19), not `exec_time_optimization_effort=-1`:
+# jax 0.12 no longer passes that option to the compiler and libtpu 0.0.50 refuses it,
+# while every supported jax takes `optimization_level`.
+FAST_OPTIONS: Mapping[str, float] = {"optimization_level": 19}
 
 
 def compiler_options(fast: bool) -> dict[str, float]:
