@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aotcheck._config import config_dir
 from aotcheck._errors import UsageError
-from aotcheck._io import read_yaml
+from aotcheck._io import config_dir, read_yaml
 
 KINDS = ("linen", "nnx", "maxtext")
 ROLES = ("param", "optimizer", "step", "rng", "other")
@@ -44,24 +43,49 @@ class Rewrites:
     """Stages of rules; each stage applies its kind's rules, then its `all` rules."""
 
     stages: tuple[Mapping[str, tuple[Rule, ...]], ...]
-    # (kind, role) -> the substitutions that apply, in order: found once, not per leaf
-    _plans: dict[tuple[str, str], tuple[tuple[Any, str], ...]] = field(
+    # (kind, role) -> the substitutions that apply, in order, each with the prefix a path needs
+    # for it to match: found once, not per leaf
+    _plans: dict[tuple[str, str], tuple[tuple[Any, str, str], ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def canonical(self, path: str, role: str, kind: str) -> str:
         plan = self._plans.get((kind, role))
         if plan is None:
             plan = self._plans[(kind, role)] = tuple(
-                (rule.pattern.sub, rule.replacement)
+                (rule.pattern.sub, rule.replacement, required_prefix(rule.pattern.pattern))
                 for stage in self.stages for rule in (*stage.get(kind, ()), *stage.get(_ALL, ()))
                 if rule.role is None or rule.role == role
             )
-        for sub, replacement in plan:
-            path = sub(replacement, path)
+        for sub, replacement, prefix in plan:
+            if path.startswith(prefix):  # most anchored rules miss most paths; a prefix test is ~10x cheaper
+                path = sub(replacement, path)
         return path
 
     def then(self, other: Rewrites) -> Rewrites:
         return Rewrites(self.stages + other.stages)
+
+
+_META = frozenset(".^$*+?{}[]\\|()")
+
+
+def required_prefix(pattern: str) -> str:
+    """Literal text that a string must start with for `pattern` to match it anywhere ('' when
+    the pattern is not simply anchored: then every string may match).
+
+    Example:
+        >>> required_prefix("^opt_state/"), required_prefix("^ab*c"), required_prefix("/value$")
+        ('opt_state/', 'a', '')
+    """
+    if not pattern.startswith("^") or "|" in pattern:  # an alternative may match anywhere
+        return ""
+    run = ""
+    for char in pattern[1:]:
+        if char in _META:
+            break
+        run += char
+    if pattern[1 + len(run):2 + len(run)] in ("*", "?", "{", "+"):  # the last literal may be absent
+        run = run[:-1]
+    return run
 
 
 def role_of(canonical_path: str) -> str:

@@ -249,20 +249,23 @@ def diff_(
     from aotcheck._compare import compare, failing
     from aotcheck._errors import EXIT_REGRESSION
     from aotcheck._io import check_output
-    from aotcheck._parallel import build_reports
     from aotcheck._sides import load_side, model_rewrites
 
     if out is not None:
         check_output(out)
-    request = request_from(topology, num_slices, model, config, sets, no_compile, backend)
-    rules = model_rewrites(request) if "linen" in (a, b) or "nnx" in (a, b) else _canonical.defaults()
+    paths = list(dict.fromkeys(n for n in (a, b) if n in ("linen", "nnx")))
+    # Two saved sides need no request, hence none of the modules that build reports.
+    request = request_from(topology, num_slices, model, config, sets, no_compile, backend) if paths else None
+    rules = model_rewrites(request) if request is not None else _canonical.defaults()
     if rewrites is not None:
         rules = rules.then(_canonical.read(rewrites))
     # Saved sides first: a bad file is reported before minutes of building.
-    loaded = {n: load_side(Path(n)) for n in (a, b) if n not in ("linen", "nnx")}
-    paths = list(dict.fromkeys(n for n in (a, b) if n not in loaded))
-    with progress() as say:
-        loaded.update(zip(paths, build_reports([request.with_path(p) for p in paths], jobs, say), strict=True))
+    loaded = {n: load_side(Path(n)) for n in (a, b) if n not in paths}
+    if request is not None:
+        from aotcheck._parallel import build_reports
+
+        with progress() as say:
+            loaded.update(zip(paths, build_reports([request.with_path(p) for p in paths], jobs, say), strict=True))
 
     def side(name: str) -> Any:
         return loaded[name]

@@ -16,7 +16,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,12 +54,6 @@ def parallelism_key(kind: str, axis: str) -> str:
 
 # Logical axis rules, in order: (logical name, mesh axes).
 Rules = tuple[tuple[str, tuple[str, ...]], ...]
-
-
-def config_dir() -> Path:
-    """The built-in configs (`base.yml`, `models/`, `canonical.yml`): the repository's `configs/`,
-    which the package carries (a link in a checkout, a copy in a wheel)."""
-    return Path(str(resources.files("aotcheck").joinpath("configs")))
 
 
 class _Strict(pydantic.BaseModel):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,15 @@ from aotcheck._errors import UsageError
 
 MAX_INPUT_BYTES = 16 << 20  # no config, matrix, golden or report is near this; a bigger file is a mistake
 MAX_INT = 1 << 63  # what a report can hold (int64); a longer number is a corrupt file, not a shape
+# Every integer at or beyond MAX_INT has 19 digits or more. A text without such a run of digits
+# needs no per-integer check, which costs more than the parse itself on a 10,000-leaf report.
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def config_dir() -> Path:
+    """The built-in configs (`base.yml`, `models/`, `canonical.yml`): the repository's `configs/`,
+    which the package carries (a link in a checkout, a copy in a wheel)."""
+    return Path(str(resources.files("aotcheck").joinpath("configs")))
 
 
 class _Refused(ValueError):
@@ -52,6 +63,8 @@ def _constant(text: str) -> Any:
 
 def loads_json(text: str) -> Any:
     """Strict JSON: no NaN or Infinity, integers within int64; ValueError otherwise."""
+    if _LONG_DIGITS.search(text) is None:
+        return json.loads(text, parse_constant=_constant)
     return json.loads(text, parse_int=_int, parse_constant=_constant)
 
 

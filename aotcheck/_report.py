@@ -8,7 +8,6 @@ schema 1 (which said `spec`) are still read, and say so.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +33,7 @@ Entry = str | tuple[str, ...] | None
 
 def versions() -> dict[str, str | None]:
     """The installed versions of aotcheck and the stack whose compile it reports."""
+    import importlib.metadata  # ~50 ms of imports that reading a report does not need
 
     def version(dist: str) -> str | None:
         try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from aotcheck import _canonical
 from aotcheck._errors import UsageError
@@ -110,3 +114,33 @@ def test_an_empty_rewrites_file_changes_nothing(tmp_path):
     empty = tmp_path / "empty.yml"
     empty.write_text("")
     assert _canonical.read(empty).canonical("params/a", "param", "linen") == "params/a"
+
+
+PIECES = ["a", "b", "/", "_", "x", ".", "*", "+", "?", "{0,2}", "|", "(", ")", "[ab]", "\\d", "\\.", "$", "^"]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(PIECES), max_size=8), st.text(alphabet="ab/_x.01", max_size=12))
+@example(["a", "b", "*"], "a")  # a quantified last literal may be absent
+@example(["a", "b", "{0,2}"], "a_")
+@example(["a", "|", "x"], "x")  # an alternative is not anchored
+def test_a_path_without_a_rules_required_prefix_is_one_the_rule_cannot_change(pieces, path):
+    # The shortcut that skips a rule for paths without its prefix must never skip a match.
+    pattern = "^" + "".join(pieces)
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return
+    if compiled.search(path) is not None:
+        assert path.startswith(_canonical.required_prefix(pattern))
+
+
+def test_rewritten_paths_equal_plain_substitution_in_turn():
+    rewrites = _canonical.defaults().then(_canonical.parse({"all": [["^param/decoder/", "param/dec/"]]}, "u.yml"))
+    for linen, nnx, role, _ in SAME_LEAF:
+        for path, kind in ((linen, "linen"), (nnx, "nnx")):
+            plain = path
+            for stage in rewrites.stages:
+                for rule in (*stage.get(kind, ()), *stage.get("all", ())):
+                    plain = rule.apply(plain, role)
+            assert rewrites.canonical(path, role, kind) == plain
