@@ -43,21 +43,21 @@ class Rewrites:
     """Stages of rules; each stage applies its kind's rules, then its `all` rules."""
 
     stages: tuple[Mapping[str, tuple[Rule, ...]], ...]
-    # (kind, role) -> the substitutions that apply, in order, each with the prefix a path needs
-    # for it to match: found once, not per leaf
-    _plans: dict[tuple[str, str], tuple[tuple[Any, str, str], ...]] = field(
+    # (kind, role) -> the substitutions that apply, in order, each with the prefix and the text a
+    # path needs for it to match: found once, not per leaf
+    _plans: dict[tuple[str, str], tuple[tuple[Any, str, str, str], ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def canonical(self, path: str, role: str, kind: str) -> str:
         plan = self._plans.get((kind, role))
         if plan is None:
             plan = self._plans[(kind, role)] = tuple(
-                (rule.pattern.sub, rule.replacement, required_prefix(rule.pattern.pattern))
+                (rule.pattern.sub, rule.replacement, *required_text(rule.pattern.pattern))
                 for stage in self.stages for rule in (*stage.get(kind, ()), *stage.get(_ALL, ()))
                 if rule.role is None or rule.role == role
             )
-        for sub, replacement, prefix in plan:
-            if path.startswith(prefix):  # most anchored rules miss most paths; a prefix test is ~10x cheaper
+        for sub, replacement, prefix, infix in plan:
+            if path.startswith(prefix) and infix in path:  # most rules miss most paths: ~10x cheaper than sub
                 path = sub(replacement, path)
         return path
 
@@ -65,27 +65,77 @@ class Rewrites:
         return Rewrites(self.stages + other.stages)
 
 
-_META = frozenset(".^$*+?{}[]\\|()")
+_QUANTIFIERS = ("*", "?", "{", "+")
 
 
-def required_prefix(pattern: str) -> str:
-    """Literal text that a string must start with for `pattern` to match it anywhere ('' when
-    the pattern is not simply anchored: then every string may match).
+def required_text(pattern: str) -> tuple[str, str]:
+    """(prefix, infix): every string that `pattern` matches anywhere starts with `prefix` and
+    contains `infix` ('' for either when it cannot be told simply). Read from the literal runs
+    of the pattern's top level; a top-level alternative or a global flag gives ('', '').
 
     Example:
-        >>> required_prefix("^opt_state/"), required_prefix("^ab*c"), required_prefix("/value$")
-        ('opt_state/', 'a', '')
+        >>> required_text("^opt_state/"), required_text("/value$"), required_text("(^|/)layers_([0-9]+)")
+        (('opt_state/', 'opt_state/'), ('', '/value'), ('', 'layers_'))
     """
-    if not pattern.startswith("^") or "|" in pattern:  # an alternative may match anywhere
-        return ""
-    run = ""
-    for char in pattern[1:]:
-        if char in _META:
-            break
-        run += char
-    if pattern[1 + len(run):2 + len(run)] in ("*", "?", "{", "+"):  # the last literal may be absent
-        run = run[:-1]
-    return run
+    if pattern.startswith("(?") and pattern[2:3].isalpha():  # (?i), (?x): literals no longer match as written
+        return "", ""
+    runs: list[tuple[int, str]] = []  # (where the run starts, its text), at the top level
+    run, start, depth, i = "", 0, 0, 0
+
+    def close(quantified: bool) -> None:
+        nonlocal run
+        kept = run[:-1] if quantified else run  # a quantified last character may be absent
+        if kept:
+            runs.append((start, kept))
+        run = ""
+
+    while i < len(pattern):
+        char = pattern[i]
+        quantified = pattern[i + 1:i + 2] in _QUANTIFIERS
+        if char == "\\":
+            close(False)
+            i += 2
+        elif char == "[":
+            close(False)
+            i = _class_end(pattern, i)
+        elif char == "{":  # a repeat count (or a literal brace: then only less is required)
+            close(False)
+            end = pattern.find("}", i)
+            i = len(pattern) if end < 0 else end + 1
+        elif char == "(":
+            close(False)
+            depth += 1
+            i += 1
+        elif char == ")":
+            depth -= 1
+            i += 1
+        elif char == "|" and depth == 0:
+            return "", ""
+        elif depth == 0 and char not in ".^$*+?{}":
+            if not run:
+                start = i
+            run += char
+            i += 1
+            if quantified:
+                close(True)
+        else:
+            close(False)
+            i += 1
+    close(False)
+    prefix = next((text for at, text in runs if at == 1), "") if pattern.startswith("^") else ""
+    return prefix, max((text for _, text in runs), key=len, default="")
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """The index after the character class that opens at `i` (`]` first in a class is literal)."""
+    i += 1
+    if pattern[i:i + 1] == "^":
+        i += 1
+    if pattern[i:i + 1] == "]":
+        i += 1
+    while i < len(pattern) and pattern[i] != "]":
+        i += 2 if pattern[i] == "\\" else 1
+    return i + 1
 
 
 def role_of(canonical_path: str) -> str:

@@ -17,7 +17,7 @@ import pydantic
 
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
-from aotcheck._io import read_json
+from aotcheck._io import bulk_read, read_json
 from aotcheck._record import Record, dumps
 
 SCHEMA: Final = "aotcheck.report/2"
@@ -231,6 +231,7 @@ def parse_report(data: Any, source: str) -> Report:
         raise UsageError(f"{source}: {validation_message(exc)}; regenerate it") from None
 
 
+@bulk_read
 def read_report(path: Path) -> Report:
     """A saved report (schema 2, or 1 upgraded on reading)."""
     return parse_report(read_json(path, "report"), f"report {path}")

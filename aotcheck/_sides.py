@@ -11,7 +11,7 @@ import pydantic
 
 from aotcheck import _canonical, _golden
 from aotcheck._errors import UsageError
-from aotcheck._io import read_json
+from aotcheck._io import bulk_read, read_json
 from aotcheck._report import OLD_SCHEMAS, SCHEMA, Header, Leaf, MeshInfo, Report, parse_report, validation_message
 from aotcheck._sharding import spec_from_json
 
@@ -19,6 +19,7 @@ MAXTEXT_NAMED = "named_shardings.json"
 MAXTEXT_LOGICAL = "logical_shardings.json"
 
 
+@bulk_read
 def load_side(path: Path) -> Report:
     """An aotcheck report JSON, a golden directory, or MaxText's sharding goldens (a file or their directory)."""
     if path.is_dir():

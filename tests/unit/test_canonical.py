@@ -116,23 +116,28 @@ def test_an_empty_rewrites_file_changes_nothing(tmp_path):
     assert _canonical.read(empty).canonical("params/a", "param", "linen") == "params/a"
 
 
-PIECES = ["a", "b", "/", "_", "x", ".", "*", "+", "?", "{0,2}", "|", "(", ")", "[ab]", "\\d", "\\.", "$", "^"]
+PIECES = ["a", "b", "/", "_", "x", ".", "*", "+", "?", "{0,2}", "|", "(", ")", "[ab]", "[]a]", "[^/]", "\\d", "\\.",
+          "$", "^", "(?=", "(?:", "(?i)", "(?i:"]
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
-@given(st.lists(st.sampled_from(PIECES), max_size=8), st.text(alphabet="ab/_x.01", max_size=12))
-@example(["a", "b", "*"], "a")  # a quantified last literal may be absent
-@example(["a", "b", "{0,2}"], "a_")
-@example(["a", "|", "x"], "x")  # an alternative is not anchored
-def test_a_path_without_a_rules_required_prefix_is_one_the_rule_cannot_change(pieces, path):
-    # The shortcut that skips a rule for paths without its prefix must never skip a match.
-    pattern = "^" + "".join(pieces)
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(PIECES), max_size=9), st.text(alphabet="aAb/_x.01]", max_size=12))
+@example(["^", "a", "b", "*"], "a")  # a quantified last literal may be absent
+@example(["^", "a", "b", "{0,2}"], "a_")
+@example(["^", "a", "|", "x"], "x")  # an alternative is not anchored
+@example(["(", "a", "|", "b", ")", "x"], "bx")  # one inside a group is
+@example(["(?i)", "a", "b"], "AB")  # a flag changes what a literal matches
+@example(["[]a]", "b"], "]b")  # `]` first in a class is literal
+def test_a_path_without_a_rules_required_text_is_one_the_rule_cannot_change(pieces, path):
+    # The shortcut that skips a rule for paths without its prefix or text must never skip a match.
+    pattern = "".join(pieces)
     try:
         compiled = re.compile(pattern)
     except re.error:
         return
     if compiled.search(path) is not None:
-        assert path.startswith(_canonical.required_prefix(pattern))
+        prefix, infix = _canonical.required_text(pattern)
+        assert path.startswith(prefix) and infix in path
 
 
 def test_rewritten_paths_equal_plain_substitution_in_turn():
