@@ -303,4 +303,30 @@ def main() -> None:
     from aotcheck._env import setup_libtpu_env
 
     setup_libtpu_env()
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if isinstance(exc.code, int | None):
+            _exit(exc.code or 0)
+        raise
+
+
+def _exit(code: int) -> None:
+    """End the process once the command is done. With jax loaded, the exit handlers run and the
+    output is flushed, but the interpreter is not torn down: freeing jax's, flax's and libtpu's
+    modules took 0.2-0.5 s after a `--no-compile` run (1.5-2.5 s in all) had written everything."""
+    import sys
+    import threading
+
+    if "jax" not in sys.modules or any(not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        raise SystemExit(code)
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): nothing more can be written anyway
+            pass
+    os._exit(code)
