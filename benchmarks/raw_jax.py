@@ -1,6 +1,6 @@
 """The baseline aotcheck's cold compile is measured against: the same program, written by hand in JAX.
 
-    python benchmarks/raw_jax.py [--model tiny] [--topology v5p-128]
+    python benchmarks/raw_jax.py [--model tiny] [--topology v5p-128] [--set key=value ...]
 
 What a user would write without aotcheck, for the Linen path: describe the slice with
 libtpu, lay out the mesh, `jax.eval_shape` the flax TrainState (the model's init and
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--topology", default="v5p-128")
+    parser.add_argument("--set", action="append", default=[], dest="sets", help="a config override, as aotcheck takes it")
     args = parser.parse_args()
 
     import jax
@@ -38,11 +39,12 @@ def main() -> None:
     from jax.experimental import mesh_utils, topologies
     from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+    from aotcheck._config import parse_overrides
     from aotcheck._registry import load_config
     from aotcheck._sharding import activation_rules
     from aotcheck._topology import get_topology
 
-    cfg, entry = load_config(args.model, None, {"pure_nnx": False})
+    cfg, entry = load_config(args.model, None, {**parse_overrides(args.sets), "pure_nnx": False})
     spec, slice_ = entry.spec, get_topology(args.topology)
     assert spec.linen is not None
     devices = topologies.get_topology_desc(
