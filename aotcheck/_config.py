@@ -12,6 +12,8 @@ class). An unknown key or bad value is a one-line error naming the key.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -200,6 +202,17 @@ class RunConfig:
 
 
 def read_config(path: Path) -> dict[str, Any]:
+    """A config file's mapping (a copy: the caller may change it)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return copy.deepcopy(_read_config(path, 0, -1))  # read_yaml says what is wrong with it
+    # Parsed once per process and file version: the gate and `fit` read base.yml for every build.
+    return copy.deepcopy(_read_config(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_config(path: Path, _mtime_ns: int, _size: int) -> dict[str, Any]:
     data = read_yaml(path, "config file")
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of keys to values")

@@ -19,7 +19,6 @@ from aotcheck._drift import drifted
 from aotcheck._fingerprint import inputs_key
 from aotcheck._model import ModelSpec
 from aotcheck._registry import ModelEntry, load_config
-from aotcheck._replica_groups import layout_from_plan
 from aotcheck._report import BatchInput, Header, Leaf, MeshInfo, Report, TopologyInfo, versions
 from aotcheck._topology import Target, get_topology, make_target, resolve_backend
 from aotcheck._true_cost import CostContext, axis_links, chip_of, tokens_per_step, usable_hbm
@@ -139,10 +138,12 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         say(f"lowering train_step for {target.name}")
         lowered = _program.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh, rules)
         timings["lower_seconds"] = lowered.lower_seconds
+        # The key needs the lowered module as text: not made under --no-cache (a big module's text takes time).
         cache_key = _cache.key(lowered.lowered.as_text(), target.name, target.backend,
                                mesh={"axes": plan.axis_names, "ici": plan.ici, "dcn": plan.dcn},
                                allow_split_physical_axes=cfg.core.allow_split_physical_axes, compiler_options=options,
-                               options={"drift": request.drift, "memory_detail": request.memory_detail})
+                               options={"drift": request.drift, "memory_detail": request.memory_detail},
+                               ) if request.cache else ""
         compiled = _cache.get("c", cache_key, Compile) if request.cache else None
         timings["compile_cache_hit"] = float(compiled is not None)
         if compiled is None:
@@ -220,6 +221,8 @@ def _cost_context(target: Target, plan: _mesh.MeshPlan, params: int, tokens: int
     chip = chip_of(topology.family)
     per_chip = chip.devices_per_chip if chip is not None else 1
     links, rings = axis_links(topology.physical_shape, topology.wrap, per_chip, plan.axis_names, plan.ici)
+    from aotcheck._replica_groups import layout_from_plan  # numpy: only for a compile, not for a cached report
+
     layout = layout_from_plan(plan.axis_names, plan.ici, plan.dcn, per_slice_program=target.backend != "mock")
     return CostContext(layout, chip, params, tokens, topology.chips_per_slice * target.num_slices, links, rings)
 
