@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from aotcheck import _cli_fit, _cli_gate
 from aotcheck._boundary import debug_mode, finite, one_line_errors
@@ -149,6 +148,8 @@ def compile_(
         emit(render.markdown(report, all_leaves=leaves), out)
     else:
         width = _width() if out is None else None
+        from rich.console import Console
+
         console = _console() if out is None else Console(record=True, width=100_000, file=io.StringIO())
         console.print(render.summary(report, largest=0 if leaves else 8, width=width))
         if leaves:
