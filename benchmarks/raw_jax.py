@@ -41,8 +41,8 @@ def main() -> None:
 
     from aotcheck._config import parse_overrides
     from aotcheck._registry import load_config
-    from aotcheck._sharding import activation_rules
     from aotcheck._topology import get_topology
+    from aotcheck._tracing import tracing
 
     cfg, entry = load_config(args.model, None, {**parse_overrides(args.sets), "pure_nnx": False})
     spec, slice_ = entry.spec, get_topology(args.topology)
@@ -86,8 +86,9 @@ def main() -> None:
 
     jitted = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, NamedSharding(mesh, PartitionSpec())),
                      donate_argnums=0)
-    with jax.set_mesh(mesh), activation_rules(cfg.rules, mesh):
-        lowered = jitted.lower(nn.meta.unbox(boxed), batch_tree)
+    state = nn.meta.unbox(boxed)  # outside the mesh: inside it, unboxing would constrain abstract values
+    with tracing(cfg.rules, mesh):  # jax.set_mesh and Flax's logical_axis_rules, as a training run traces
+        lowered = jitted.lower(state, batch_tree)
     compiled = lowered.compile()
     m = compiled.memory_analysis()
     cost = compiled.cost_analysis()
