@@ -43,26 +43,50 @@ class Rewrites:
     """Stages of rules; each stage applies its kind's rules, then its `all` rules."""
 
     stages: tuple[Mapping[str, tuple[Rule, ...]], ...]
-    # (kind, role) -> the substitutions that apply, in order, each with the prefix and the text a
-    # path needs for it to match: found once, not per leaf
-    _plans: dict[tuple[str, str], tuple[tuple[Any, str, str, str], ...]] = field(
+    # (kind, role) -> the rules that apply, in order, as `_Step`s: found once, not per leaf
+    _plans: dict[tuple[str, str], tuple[_Step, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def canonical(self, path: str, role: str, kind: str) -> str:
         plan = self._plans.get((kind, role))
         if plan is None:
             plan = self._plans[(kind, role)] = tuple(
-                (rule.pattern.sub, rule.replacement, *required_text(rule.pattern.pattern))
-                for stage in self.stages for rule in (*stage.get(kind, ()), *stage.get(_ALL, ()))
+                _step(rule) for stage in self.stages for rule in (*stage.get(kind, ()), *stage.get(_ALL, ()))
                 if rule.role is None or rule.role == role
             )
-        for sub, replacement, prefix, infix in plan:
-            if path.startswith(prefix) and infix in path:  # most rules miss most paths: ~10x cheaper than sub
+        # String tests are ~10x cheaper than a substitution, and most rules miss most paths.
+        for how, text, infix, sub, replacement in plan:
+            if how == _PREFIX:
+                if path.startswith(text):
+                    path = replacement + path[len(text):]
+            elif how == _SUFFIX:
+                if path.endswith(text):
+                    path = path[:-len(text)] + replacement
+                elif path.endswith("\n"):  # `$` also matches before a final newline
+                    path = sub(replacement, path)
+            elif path.startswith(text) and infix in path:
                 path = sub(replacement, path)
         return path
 
     def then(self, other: Rewrites) -> Rewrites:
         return Rewrites(self.stages + other.stages)
+
+
+# How a rule is applied: `^literal` and `literal$` with a plain replacement by string operations,
+# any other by its substitution when the path has the prefix and the text every match needs.
+_PREFIX, _SUFFIX, _SUB = "prefix", "suffix", "sub"
+_Step = tuple[str, str, str, Any, str]  # (how, prefix or literal, infix, pattern.sub, replacement)
+_META = frozenset(".^$*+?{}[]\\|()")
+
+
+def _step(rule: Rule) -> _Step:
+    pattern, replacement, sub = rule.pattern.pattern, rule.replacement, rule.pattern.sub
+    if "\\" not in replacement and len(pattern) > 1:  # no group references or escapes to expand
+        if pattern[0] == "^" and not _META.intersection(pattern[1:]):
+            return _PREFIX, pattern[1:], "", sub, replacement
+        if pattern[-1] == "$" and not _META.intersection(pattern[:-1]):
+            return _SUFFIX, pattern[:-1], "", sub, replacement
+    return (_SUB, *required_text(pattern), sub, replacement)
 
 
 _QUANTIFIERS = ("*", "?", "{", "+")

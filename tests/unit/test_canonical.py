@@ -149,3 +149,18 @@ def test_rewritten_paths_equal_plain_substitution_in_turn():
                 for rule in (*stage.get(kind, ()), *stage.get("all", ())):
                     plain = rule.apply(plain, role)
             assert rewrites.canonical(path, role, kind) == plain
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(["^", "", "$"]), st.text(alphabet="ab/_.", min_size=1, max_size=4),
+                          st.sampled_from(["", "x/", r"\g<0>", "a"])), max_size=4),
+       st.text(alphabet="ab/_.\n", max_size=12))
+@example([("$", "b", "")], "ab\n")  # `b$` matches before a final newline
+def test_a_plan_of_rules_rewrites_as_substitution_in_turn_does(rules, path):
+    data = [[(f"^{re.escape(text)}" if anchor == "^" else f"{re.escape(text)}$" if anchor == "$" else re.escape(text)),
+             replacement] for anchor, text, replacement in rules]
+    rewrites = _canonical.parse({"all": data}, "r.yml")
+    plain = path
+    for rule in rewrites.stages[0]["all"]:
+        plain = rule.apply(plain, "param")
+    assert rewrites.canonical(path, "param", "linen") == plain
