@@ -7,7 +7,7 @@ compiler can allocate per device (the usable HBM, below the spec sheet's figure)
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
 
@@ -15,9 +15,12 @@ from aotcheck._activations import Activation
 from aotcheck._buffers import MemoryDetail
 from aotcheck._drift import Drift
 from aotcheck._errors import BuildError
-from aotcheck._program import Compiled
 from aotcheck._record import Record
-from aotcheck._true_cost import CostContext, PerStep, StepEstimate, Traffic, XlaCost, true_cost
+from aotcheck._true_cost import PerStep, StepEstimate, Traffic, XlaCost, true_cost
+
+if TYPE_CHECKING:  # reading a report needs the records here, not the modules that build programs
+    from aotcheck._program import Compiled
+    from aotcheck._true_cost import CostContext
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
 # An HLO instruction of one of those kinds, sync or async-start (`-done` halves are not counted).

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+
+if TYPE_CHECKING:  # rich loads when a table is printed: `diff` prints plain text
+    from rich.console import Console
 
 EXIT_CODES = ("Exit codes: 0 ok; 1 a regression or difference; 2 usage or configuration error; "
               "3 a model could not be built or compiled; 4 the step does not fit in HBM; 5 internal error.")
@@ -21,12 +23,16 @@ def _width() -> int | None:
     if columns.isdigit() and int(columns) > 0:
         return int(columns)
     if sys.stdout.isatty():
+        from rich.console import Console
+
         return Console().width
     return None
 
 
 def _console(stderr: bool = False) -> Console:
     # Piped output is not wrapped at all: each line is whole, for grep and for diffs.
+    from rich.console import Console
+
     return Console(stderr=stderr, soft_wrap=False, width=_width() or 100_000)
 
 

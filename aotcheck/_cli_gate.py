@@ -22,7 +22,7 @@ SlowOpt = Annotated[bool, typer.Option("--slow", "--all", help="Include the slow
 MatrixOpt = Annotated[Path | None, typer.Option("--matrix", envvar="AOTCHECK_MATRIX", help="Matrix file (default: \\[tool.aotcheck] of the nearest pyproject.toml, else the nearest configs/matrix.yml).")]
 GoldenOpt = Annotated[Path | None, typer.Option("--golden", envvar="AOTCHECK_GOLDEN", help="Golden directory (default: the matrix's golden_dir).")]
 ShardOpt = Annotated[str | None, typer.Option("--shard", envvar="AOTCHECK_SHARD", help="Run part i of n of the selected cases (i/n, 1-based), for CI runners.")]
-JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", min=1, envvar="AOTCHECK_JOBS", help="Build cases in N parallel processes (default: \\[tool.aotcheck] jobs, else 1).")]
+JobsOpt = Annotated[int | None, typer.Option("--jobs", "-j", min=1, envvar="AOTCHECK_JOBS", help="Build cases in up to N parallel processes; cached cases and a lone build need none (default: \\[tool.aotcheck] jobs, else 1).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Update goldens even when CI is set, and let a mock run replace libtpu compile figures.")]
 CheckBackendOpt = Annotated[BackendChoice | None, typer.Option("--backend", envvar="AOTCHECK_BACKEND", help="libtpu, mock or auto (default: \\[tool.aotcheck] backend, else auto); compile figures are compared only with the golden's backend.")]
 GateFormatOpt = Annotated[Format, typer.Option("--format", "-f", envvar="AOTCHECK_FORMAT", help="table, json or markdown.")]

@@ -12,11 +12,12 @@ class). An unknown key or bad value is a one-line error naming the key.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,12 +56,6 @@ def parallelism_key(kind: str, axis: str) -> str:
 
 # Logical axis rules, in order: (logical name, mesh axes).
 Rules = tuple[tuple[str, tuple[str, ...]], ...]
-
-
-def config_dir() -> Path:
-    """The built-in configs (`base.yml`, `models/`, `canonical.yml`): the repository's `configs/`,
-    which the package carries (a link in a checkout, a copy in a wheel)."""
-    return Path(str(resources.files("aotcheck").joinpath("configs")))
 
 
 class _Strict(pydantic.BaseModel):
@@ -214,6 +209,17 @@ class RunConfig:
 
 
 def read_config(path: Path) -> dict[str, Any]:
+    """A config file's mapping (a copy: the caller may change it)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return copy.deepcopy(_read_config(path, 0, -1))  # read_yaml says what is wrong with it
+    # Parsed once per process and file version: the gate and `fit` read base.yml for every build.
+    return copy.deepcopy(_read_config(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_config(path: Path, _mtime_ns: int, _size: int) -> dict[str, Any]:
     data = read_yaml(path, "config file")
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of keys to values")

@@ -118,17 +118,22 @@ class Result:
         })
 
 
+def _request(case: Case, path: str, backend: str) -> Any:
+    from aotcheck._pipeline import Request
+
+    return Request(topology=case.topology, num_slices=case.num_slices, model=case.model, overrides=case.overrides,
+                   pure_nnx=path == "nnx", compile=case.compile, backend=backend, activations=case.activations)
+
+
 def build(case: Case, path: str, backend: str) -> Built:
     """Build one unit's report; safe to run in a fresh (spawned) process."""
     from aotcheck._env import setup_libtpu_env
 
     setup_libtpu_env()  # a spawned worker imports jax afresh
-    from aotcheck._pipeline import Request
     from aotcheck._pipeline import build as build_request
     from aotcheck._sides import model_rewrites
 
-    request = Request(topology=case.topology, num_slices=case.num_slices, model=case.model, overrides=case.overrides,
-                      pure_nnx=path == "nnx", compile=case.compile, backend=backend, activations=case.activations)
+    request = _request(case, path, backend)
     start = time.perf_counter()
     try:
         built = build_request(request)
@@ -158,24 +163,44 @@ def mock_devices_needed(units: Sequence[Unit], backend: str) -> int:
     return need
 
 
-def _builds(units: Sequence[Unit], backend: str, jobs: int) -> Iterator[Built]:
-    """Builds in unit order, from this process or from `jobs` spawned workers (jax is not fork-safe).
+def _cached(unit: Unit, backend: str) -> Built | None:
+    """The unit's report from the cache (no jax, nothing traced), or None: then it is built."""
+    from aotcheck._pipeline import cached
+    from aotcheck._sides import model_rewrites
 
-    On the mock backend every process needs as many CPU devices as the largest case; if this
-    process's jax already started with fewer, the builds move to a fresh worker.
+    start = time.perf_counter()
+    request = _request(unit.case, unit.path, backend)
+    try:
+        hit = cached(request)
+        rewrites = model_rewrites(request) if hit is not None else None
+    except AotcheckError:
+        return None  # its build reports the error
+    return None if hit is None else Built(hit.report, None, EXIT_OK, time.perf_counter() - start, rewrites, hit.warnings)
+
+
+def _builds(units: Sequence[Unit], backend: str, jobs: int) -> Iterator[Built]:
+    """Builds in unit order, from this process or from up to `jobs` spawned workers (jax is not fork-safe).
+
+    With `jobs > 1`, units whose report is in the cache are served here, and workers start
+    only for two or more builds left (`_workers.worker_count`): a worker's start-up (jax,
+    libtpu) costs more than a cache hit. On the mock backend every process needs as many CPU
+    devices as the largest case; if this process's jax already started with fewer, the
+    builds move to a fresh worker.
     """
     from aotcheck import _workers
 
     devices = min(mock_devices_needed(units, backend), MAX_MOCK_DEVICES)  # beyond it a unit reports its own error
-    in_process = jobs <= 1 or len(units) <= 1
-    if in_process and (not devices or _workers.reserve_mock_devices(devices)):
-        for unit in units:
-            yield build(unit.case, unit.path, backend)
+    hits = [_cached(unit, backend) for unit in units] if jobs > 1 and len(units) > 1 else [None] * len(units)
+    todo = [unit for unit, hit in zip(units, hits, strict=True) if hit is None]
+    workers = _workers.worker_count(len(todo), jobs)
+    if not workers and (not todo or not devices or _workers.reserve_mock_devices(devices)):
+        for unit, hit in zip(units, hits, strict=True):
+            yield hit or build(unit.case, unit.path, backend)
         return
-    with _workers.pool(max(1, min(jobs, len(units))), devices) as pool:
-        futures = [pool.submit(build, unit.case, unit.path, backend) for unit in units]
-        for future in futures:
-            yield future.result()
+    with _workers.pool(max(1, workers), devices) as pool:
+        futures = iter([pool.submit(build, unit.case, unit.path, backend) for unit in todo])
+        for hit in hits:
+            yield hit or next(futures).result()
 
 
 def run(

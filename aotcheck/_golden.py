@@ -29,9 +29,10 @@ import pydantic
 from aotcheck import _sharding
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
-from aotcheck._io import read_json
+from aotcheck._io import bulk_read, read_json
 from aotcheck._record import Record
 from aotcheck._report import BatchInput, Entry, Header, Leaf, MeshInfo, Report, Role, TopologyInfo, validation_message
+from aotcheck._sharding import Spec
 
 SCHEMA: Final = "aotcheck.golden/2"
 SHARDINGS = "named_shardings.json"
@@ -240,6 +241,7 @@ def is_old_format(directory: Path) -> bool:
     return read_file(_visible(directory) / SHARDINGS).schema_ is None
 
 
+@bulk_read
 def read_golden(directory: Path) -> Report:
     """The report a golden directory records, so it can stand as either side of a comparison.
 
@@ -257,7 +259,8 @@ def read_golden(directory: Path) -> Report:
             odd = sorted(set(table) ^ paths)[0]
             raise UsageError(f"golden directory {directory}: {name} and {SHARDINGS} disagree on leaf {odd}; regenerate it")
     mesh_shape = dict(shardings.mesh.shape)
-    leaves = {p: _leaf(e, annotations.leaves[p], dtypes.leaves[p], mesh_shape, directory, p)
+    sizes: dict[tuple[Any, ...], tuple[Spec, tuple[int, ...], int, int]] = {}
+    leaves = {p: _leaf(e, annotations.leaves[p], dtypes.leaves[p], mesh_shape, directory, p, sizes)
               for p, e in sorted(shardings.shardings.items())}
     header = Header(
         model=shardings.model, model_source=f"golden {directory}", path=shardings.path,
@@ -270,23 +273,26 @@ def read_golden(directory: Path) -> Report:
 
 
 def _leaf(entry: ShardingEntry, axes: tuple[Entry, ...] | None, state: DtypeEntry, mesh_shape: dict[str, int],
-          directory: Path, path: str) -> Leaf:
-    spec = _sharding.spec_from_json(entry.partition_spec, mesh_shape)
-    if len(spec) > len(entry.shape):
-        raise UsageError(f"golden directory {directory}: leaf {path} has a PartitionSpec of {len(spec)} dimensions "
-                         f"for a shape of {len(entry.shape)}; regenerate it")
-    if any(a not in mesh_shape for e in spec for a in _sharding.as_axes(e)) or _sharding.indivisible(
-            entry.shape, spec, mesh_shape):
-        raise UsageError(f"golden directory {directory}: leaf {path} has a PartitionSpec its mesh cannot carry; "
-                         "regenerate it")
-    shard = _sharding.shard_shape(entry.shape, spec, mesh_shape)
+          directory: Path, path: str, sizes: dict[tuple[Any, ...], tuple[Spec, tuple[int, ...], int, int]]) -> Leaf:
+    # Leaves repeat (every layer of an unscanned model, and the optimizer's copies of each
+    # parameter): the spec, shard shape and bytes are worked out once per distinct entry.
+    key = (entry.shape, entry.partition_spec, state.dtype)
+    if key not in sizes:
+        spec = _sharding.spec_from_json(entry.partition_spec, mesh_shape)
+        if len(spec) > len(entry.shape):
+            raise UsageError(f"golden directory {directory}: leaf {path} has a PartitionSpec of {len(spec)} dimensions "
+                             f"for a shape of {len(entry.shape)}; regenerate it")
+        if any(a not in mesh_shape for e in spec for a in _sharding.as_axes(e)) or _sharding.indivisible(
+                entry.shape, spec, mesh_shape):
+            raise UsageError(f"golden directory {directory}: leaf {path} has a PartitionSpec its mesh cannot carry; "
+                             "regenerate it")
+        shard = _sharding.shard_shape(entry.shape, spec, mesh_shape)
+        sizes[key] = (spec, shard, _sharding.nbytes(entry.shape, state.dtype), _sharding.nbytes(shard, state.dtype))
+    spec, shard, nbytes, per_device = sizes[key]
     # Every field comes from the validated files or is computed from them: no second validation
     # (it was a third of reading a golden of 10,000 leaves).
-    return Leaf.model_construct(
-        role=state.role, shape=entry.shape, dtype=state.dtype, logical_axes=axes, partition_spec=spec,
-        shard_shape=shard, bytes=_sharding.nbytes(entry.shape, state.dtype),
-        bytes_per_device=_sharding.nbytes(shard, state.dtype),
-    )
+    return Leaf.model_construct(role=state.role, shape=entry.shape, dtype=state.dtype, logical_axes=axes,
+                                partition_spec=spec, shard_shape=shard, bytes=nbytes, bytes_per_device=per_device)
 
 
 def find_dirs(root: Path) -> list[Path]:

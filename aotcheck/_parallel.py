@@ -10,33 +10,11 @@ same `build_report`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
-from aotcheck._pipeline import Progress, Request, build_report, cached_report
+from aotcheck._pipeline import Progress, Request, build_report, cached
 from aotcheck._report import Report
-
-
-def available_cpus() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def idle_cores() -> int:
-    """Cores not busy with other work: the available cores less the one-minute load average.
-
-    On a busy machine a second process only shares the same cores and adds its own start-up
-    (importing jax, loading libtpu: ~2 s of CPU): measured on 2 cores at load 11, tiny on
-    v5p-128 took 28-29 s serially and 33-36 s in two processes.
-    """
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        load = 0.0
-    return max(1, round(available_cpus() - load))
+from aotcheck._workers import worker_count
 
 
 def _build_in_worker(request: Request) -> Report:
@@ -61,9 +39,9 @@ def build_reports(requests: Sequence[Request], jobs: int | None = None, progress
     Example:
         >>> linen, nnx = build_reports([request.with_path("linen"), request.with_path("nnx")])  # doctest: +SKIP
     """
-    reports: list[Report | None] = [cached_report(r) for r in requests]
+    reports: list[Report | None] = [hit.report if (hit := cached(r)) else None for r in requests]
     todo = [i for i, r in enumerate(reports) if r is None]
-    workers = min(len(todo), idle_cores() if jobs is None else jobs)
+    workers = worker_count(len(todo), jobs)
     # A model given as a Python object may not survive pickling into a worker.
     if workers < 2 or any(not (r.model is None or isinstance(r.model, str)) for r in requests):
         for i in todo:

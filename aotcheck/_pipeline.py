@@ -19,7 +19,6 @@ from aotcheck._drift import drifted
 from aotcheck._fingerprint import inputs_key, tool_hash
 from aotcheck._model import ModelSpec
 from aotcheck._registry import ModelEntry, load_config
-from aotcheck._replica_groups import layout_from_plan
 from aotcheck._report import BatchInput, Header, Leaf, MeshInfo, Report, TopologyInfo, versions
 from aotcheck._topology import Target, get_topology, make_target, resolve_backend
 from aotcheck._true_cost import CostContext, axis_links, chip_of, tokens_per_step, usable_hbm
@@ -105,9 +104,7 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     topology = get_topology(request.topology)
     report_key = _report_key(request, cfg, entry)
     if report_key is not None and (hit := _cached(report_key)) is not None:
-        # Padded specs are known only while tracing; unknown names and the settings read are in the report itself.
-        unread = _reads.unread_warnings(hit.header, given, entry.spec.ignores)
-        return Built(hit, None, tuple(unread + _names.warnings(hit, ())))
+        return _served(hit, request, entry)
     # From here on the config notes every key read (the header shows those, and warns of the rest).
     # `model_name` was read already if it chose the model (no model named).
     cfg = _reads.recording(cfg, ("model_name",) if request.model is None else ())
@@ -140,11 +137,13 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         say(f"lowering train_step for {target.name}")
         lowered = _program.lower(cfg, entry.spec, abstract, specs, batch, batch_specs, mesh, rules)
         timings["lower_seconds"] = lowered.lower_seconds
+        # The key needs the lowered module as text: not made under --no-cache (a big module's text takes time).
         cache_key = _cache.key(lowered.lowered.as_text(), target.name, target.backend,
                                mesh={"axes": plan.axis_names, "ici": plan.ici, "dcn": plan.dcn},
                                allow_split_physical_axes=cfg.core.allow_split_physical_axes, compiler_options=options,
                                options={"drift": request.drift, "memory_detail": request.memory_detail,
-                                        "aotcheck": tool_hash()})
+                                        "aotcheck": tool_hash()},
+                               ) if request.cache else ""
         compiled = _cache.get("c", cache_key, Compile) if request.cache else None
         timings["compile_cache_hit"] = float(compiled is not None)
         if compiled is None:
@@ -219,11 +218,19 @@ def _cached(key: str) -> Report | None:
     return None if hit is None else hit.model_copy(update={"timings": {"report_cache_hit": 1.0}})
 
 
-def cached_report(request: Request) -> Report | None:
-    """The report of an unchanged earlier build of `request`, served from the cache, or None."""
+def _served(hit: Report, request: Request, entry: ModelEntry) -> Built:
+    """A cached report with the warnings its build gave."""
+    # Padded specs are known only while tracing; unknown names and the settings read are in the report itself.
+    unread = _reads.unread_warnings(hit.header, _given(request), entry.spec.ignores)
+    return Built(hit, None, tuple(unread + _names.warnings(hit, ())))
+
+
+def cached(request: Request) -> Built | None:
+    """An unchanged earlier build of `request` (report and warnings), served from the cache, or None."""
     cfg, entry = configure(request)
     key = _report_key(request, cfg, entry)
-    return None if key is None else _cached(key)
+    hit = None if key is None else _cached(key)
+    return None if hit is None else _served(hit, request, entry)
 
 
 def _cost_context(target: Target, plan: _mesh.MeshPlan, params: int, tokens: int | None) -> CostContext:
@@ -231,6 +238,8 @@ def _cost_context(target: Target, plan: _mesh.MeshPlan, params: int, tokens: int
     chip = chip_of(topology.family)
     per_chip = chip.devices_per_chip if chip is not None else 1
     links, rings = axis_links(topology.physical_shape, topology.wrap, per_chip, plan.axis_names, plan.ici)
+    from aotcheck._replica_groups import layout_from_plan  # numpy: only for a compile, not for a cached report
+
     layout = layout_from_plan(plan.axis_names, plan.ici, plan.dcn, per_slice_program=target.backend != "mock")
     return CostContext(layout, chip, params, tokens, topology.chips_per_slice * target.num_slices, links, rings)
 

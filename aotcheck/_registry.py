@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aotcheck._config import RunConfig, config_dir
+from aotcheck._config import RunConfig
 from aotcheck._errors import USER_CODE_FAILURES, BuildError, UsageError, close_matches, one_line
+from aotcheck._io import config_dir
 from aotcheck._model import ModelSpec
 
 ENTRY_POINT_GROUP = "aotcheck.models"

@@ -8,7 +8,6 @@ schema 1 (which said `spec`) are still read, and say so.
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pydantic
 
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
-from aotcheck._io import read_json
+from aotcheck._io import bulk_read, read_json
 from aotcheck._record import Record, dumps
 
 SCHEMA: Final = "aotcheck.report/2"
@@ -34,6 +33,7 @@ Entry = str | tuple[str, ...] | None
 
 def versions() -> dict[str, str | None]:
     """The installed versions of aotcheck and the stack whose compile it reports."""
+    import importlib.metadata  # ~50 ms of imports that reading a report does not need
 
     def version(dist: str) -> str | None:
         try:
@@ -235,6 +235,7 @@ def parse_report(data: Any, source: str) -> Report:
         raise UsageError(f"{source}: {validation_message(exc)}; regenerate it") from None
 
 
+@bulk_read
 def read_report(path: Path) -> Report:
     """A saved report (schema 2, or 1 upgraded on reading)."""
     return parse_report(read_json(path, "report"), f"report {path}")

@@ -28,8 +28,10 @@ import csv
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
-from aotcheck._cost import CostSummary
+if TYPE_CHECKING:
+    from aotcheck._cost import CostSummary
 
 _UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 

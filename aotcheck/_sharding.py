@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aotcheck._config import Rules
 from aotcheck._errors import UsageError
+
+if TYPE_CHECKING:
+    from aotcheck._config import Rules
 
 LogicalAxes = tuple[str | None, ...]
 # One entry per array dimension: None (replicated), a mesh axis, or several mesh axes.
@@ -141,6 +143,9 @@ _COMMON_ITEMSIZES = {
     "bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "int64": 8, "uint64": 8,
     "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "complex64": 8, "complex128": 16,
 }
+# jax's typed PRNG keys as jax prints them (threefry2x32, rbg, unsafe_rbg): every NNX state holds
+# one, and reading its golden should not import jax for it. A test holds these to jax's answers.
+_KEY_ITEMSIZES = {"key<fry>": 8, "key<rbg>": 16, "key<urbg>": 16}
 
 
 def itemsize(dtype: str) -> int:
@@ -152,7 +157,9 @@ def itemsize(dtype: str) -> int:
     """
     if dtype in _COMMON_ITEMSIZES:  # without importing jax: reading a golden needs no jax
         return _COMMON_ITEMSIZES[dtype]
-    keys = _key_itemsizes() if dtype.startswith("key<") else {}
+    if dtype in _KEY_ITEMSIZES:
+        return _KEY_ITEMSIZES[dtype]
+    keys = _key_itemsizes() if dtype.startswith("key<") else {}  # a key type newer than the table
     if dtype in keys:
         return keys[dtype]
     import jax.numpy as jnp

@@ -9,9 +9,9 @@ from typing import Any
 
 import pydantic
 
-from aotcheck import _canonical, _golden
+from aotcheck import _canonical
 from aotcheck._errors import UsageError
-from aotcheck._io import read_json
+from aotcheck._io import bulk_read, read_json
 from aotcheck._report import OLD_SCHEMAS, SCHEMA, Header, Leaf, MeshInfo, Report, parse_report, validation_message
 from aotcheck._sharding import spec_from_json
 
@@ -19,9 +19,13 @@ MAXTEXT_NAMED = "named_shardings.json"
 MAXTEXT_LOGICAL = "logical_shardings.json"
 
 
+@bulk_read
 def load_side(path: Path) -> Report:
     """An aotcheck report JSON, a golden directory, or MaxText's sharding goldens (a file or their directory)."""
+    # The golden file records load only where a golden may be read: two reports need none.
     if path.is_dir():
+        from aotcheck import _golden
+
         if _golden.exists(path):
             return _golden.read_golden(path)
         named, logical = path / MAXTEXT_NAMED, path / MAXTEXT_LOGICAL
@@ -40,8 +44,11 @@ def load_side(path: Path) -> Report:
     data = read_json(path, "file")
     if isinstance(data, dict) and data.get("schema") in (SCHEMA, *OLD_SCHEMAS):
         return parse_report(data, f"report {path}")
-    if isinstance(data, dict) and "shardings" in data and _golden.exists(path.parent):
-        return _golden.read_golden(path.parent)  # one file of a golden directory stands for the directory
+    if isinstance(data, dict) and "shardings" in data:
+        from aotcheck import _golden
+
+        if _golden.exists(path.parent):
+            return _golden.read_golden(path.parent)  # one file of a golden directory stands for the directory
     if isinstance(data, dict) and path.name == MAXTEXT_LOGICAL:
         return read_maxtext(None, data, path)
     if isinstance(data, dict) and data and all(isinstance(v, dict) and "mesh" in v for v in data.values()):

@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from math import prod
+from typing import TYPE_CHECKING
 
 import pydantic
 
-from aotcheck._cost import CostSummary, step_cost
 from aotcheck._record import Record, number
-from aotcheck._replica_groups import MeshLayout
 from aotcheck._roofline import Chip, estimate, load_chips
-from aotcheck._topology import Topology
+
+if TYPE_CHECKING:  # the HLO walk (and numpy) load only when a step is costed, not when a report is read
+    from aotcheck._cost import CostSummary
+    from aotcheck._replica_groups import MeshLayout
+    from aotcheck._topology import Topology
 
 ESTIMATE_NOTE = "estimate: roofline max(compute, memory, ICI per axis, DCN) from public chip figures; see docs/cost.md"
 
@@ -183,6 +186,8 @@ def true_cost(hlo_text: str, ctx: CostContext) -> tuple[PerStep, dict[str, Traff
         (per_step, collectives by kind (kinds that never run left out), estimate or None
         when the chip family has no figures).
     """
+    from aotcheck._cost import step_cost
+
     cost = step_cost(hlo_text, ctx.layout)
     per_step = PerStep(flops=cost.flops, matmul_flops=cost.matmul_flops, bytes_accessed=cost.bytes_accessed, transcendentals=cost.transcendentals,
                        uncosted_ops=dict(cost.uncosted_ops), unknown_trip_counts=cost.unknown_trip_counts)

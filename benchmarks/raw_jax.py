@@ -1,6 +1,6 @@
 """The baseline aotcheck's cold compile is measured against: the same program, written by hand in JAX.
 
-    python benchmarks/raw_jax.py [--model tiny] [--topology v5p-128]
+    python benchmarks/raw_jax.py [--model tiny] [--topology v5p-128] [--set key=value ...]
 
 What a user would write without aotcheck, for the Linen path: describe the slice with
 libtpu, lay out the mesh, `jax.eval_shape` the flax TrainState (the model's init and
@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--topology", default="v5p-128")
+    parser.add_argument("--set", action="append", default=[], dest="sets", help="a config override, as aotcheck takes it")
     args = parser.parse_args()
 
     import jax
@@ -38,11 +39,12 @@ def main() -> None:
     from jax.experimental import mesh_utils, topologies
     from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+    from aotcheck._config import parse_overrides
     from aotcheck._registry import load_config
-    from aotcheck._sharding import activation_rules
     from aotcheck._topology import get_topology
+    from aotcheck._tracing import tracing
 
-    cfg, entry = load_config(args.model, None, {"pure_nnx": False})
+    cfg, entry = load_config(args.model, None, {**parse_overrides(args.sets), "pure_nnx": False})
     spec, slice_ = entry.spec, get_topology(args.topology)
     assert spec.linen is not None
     devices = topologies.get_topology_desc(
@@ -84,8 +86,9 @@ def main() -> None:
 
     jitted = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, NamedSharding(mesh, PartitionSpec())),
                      donate_argnums=0)
-    with jax.set_mesh(mesh), activation_rules(cfg.rules, mesh):
-        lowered = jitted.lower(nn.meta.unbox(boxed), batch_tree)
+    state = nn.meta.unbox(boxed)  # outside the mesh: inside it, unboxing would constrain abstract values
+    with tracing(cfg.rules, mesh):  # jax.set_mesh and Flax's logical_axis_rules, as a training run traces
+        lowered = jitted.lower(state, batch_tree)
     compiled = lowered.compile()
     m = compiled.memory_analysis()
     cost = compiled.cost_analysis()

@@ -1,16 +1,24 @@
 """aotcheck's speed in one run, as ratios: every figure is measured here, side by side, in fresh processes.
 
-    python benchmarks/run.py [--model tiny] [--topology v5p-128] [--repeat 2]
+    python benchmarks/run.py [--model tiny] [--topology v5p-128] [--repeat 2] [--big]
 
-- cold `aotcheck compile --no-cache` against `benchmarks/raw_jax.py` (the same program by
-  hand; their memory figures and FLOPs are checked equal), and against MaxText's
-  `train_compile` where MaxText is installed (skipped with a note otherwise);
+- cold `aotcheck compile --no-cache --no-drift` against `benchmarks/raw_jax.py` (the same
+  program by hand, one compile; their memory figures and FLOPs are checked equal), wall
+  time and peak memory; the default compile (with the drift check's second compile) for
+  reference; against MaxText's `train_compile` where MaxText is installed (skipped with a
+  note otherwise);
 - warm (an unchanged re-run: the report from the cache) against cold, and against
   `python -c "import jax"`;
 - `--fast` against the default compile;
-- `aotcheck diff linen nnx` in two processes against one (both with a cold cache);
-- the 10,000-leaf diff (`benchmarks/diff_speed.py`);
-- `--no-compile` wall time and peak memory of a few built-in models and topology families.
+- `aotcheck diff linen nnx` with `--jobs 2` and with its default against `--jobs 1` (cold
+  cache each), and whether their outputs are equal;
+- `aotcheck diff` of two 10,000-leaf reports and of their golden directories
+  (`benchmarks/diff_speed.py --write`), against `python -c pass` and against importing the
+  command's own floor (typer, rich, pydantic);
+- `--no-compile` wall time and peak memory of the built-in models on several topology
+  families, the largest model on the largest slice among them;
+- with `--big`: the peak memory of an unscanned llama2-7b compile on v5p-128 against the
+  raw-JAX script's (each ~12 GB and ~10 minutes).
 
 Medians of --repeat, alternating the two sides of each ratio so that machine load falls on
 both. Nothing is asserted: the ratios are what to compare across changes and machines.
@@ -32,14 +40,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 AOTCHECK = [sys.executable, "-m", "aotcheck"]
 TIME = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
+IMPORT_FLOOR = [sys.executable, "-c", "import typer, rich.console, pydantic"]
+# The largest built-in model on the largest slice, with a mesh that divides it (18,432 devices).
+LARGEST = ("llama2-70b", "tpu7x-18432", ("--set", "ici_fsdp_parallelism=32", "--set", "ici_data_parallelism=-1"))
 
 
-def run(cmd: list[str], cache: Path | None = None) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS in MB (0 if unknown) and stdout of a fresh process."""
+def run(cmd: list[str], cache: Path | None = None, cwd: Path | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in MB (0 if unknown) and stdout of a fresh process.
+
+    Bytecode is cached, as for an installed package: with PYTHONDONTWRITEBYTECODE set (some
+    shells set it), every run would compile aotcheck's sources again (~0.1 s)."""
     env = {**os.environ, "AOTCHECK_CACHE_DIR": str(cache or Path(tempfile.mkdtemp(prefix="aotcheck-bench-")))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     with tempfile.NamedTemporaryFile("r") as stats:
         wrapped = [TIME, "-f", "%e %M", "-o", stats.name, *cmd] if TIME else cmd
-        out = subprocess.run(wrapped, capture_output=True, text=True, env=env, check=False)
+        out = subprocess.run(wrapped, capture_output=True, text=True, env=env, check=False, cwd=cwd)
         if out.returncode not in (0, 1):
             raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()[-500:]}")
         fields = stats.read().split()[-2:] if TIME else []
@@ -47,18 +62,28 @@ def run(cmd: list[str], cache: Path | None = None) -> tuple[float, int, str]:
     return wall, rss, out.stdout
 
 
-def median_pair(a: list[str], b: list[str], repeat: int, cache_a: Path | None = None) -> tuple[float, float, str, str]:
-    ta, tb, out_a, out_b = [], [], "", ""
+def median_pair(a: list[str], b: list[str], repeat: int, cache_a: Path | None = None,
+                cwd: Path | None = None) -> tuple[float, float, str, str, int, int]:
+    """Medians of wall time of `a` and `b`, run in turn; their last outputs; their largest peak RSS."""
+    ta, tb, out_a, out_b, rss_a, rss_b = [], [], "", "", 0, 0
     for _ in range(repeat):
-        wall, _, out_a = run(a, cache_a)
+        wall, rss, out_a = run(a, cache_a, cwd)
         ta.append(wall)
-        wall, _, out_b = run(b)
+        rss_a = max(rss_a, rss)
+        wall, rss, out_b = run(b, cwd=cwd)
         tb.append(wall)
-    return statistics.median(ta), statistics.median(tb), out_a, out_b
+        rss_b = max(rss_b, rss)
+    return statistics.median(ta), statistics.median(tb), out_a, out_b, rss_a, rss_b
 
 
 def row(name: str, value: str, note: str = "") -> None:
     print(f"| {name} | {value} | {note} |", flush=True)
+
+
+def same_figures(report: str, raw: str) -> bool:
+    compiled, by_hand = json.loads(report)["compile"], json.loads(raw)
+    memory = all(compiled["memory_per_device"][k] == v for k, v in by_hand["memory"].items())
+    return memory and compiled["xla_cost"]["flops"] == by_hand["flops"]
 
 
 def main() -> None:
@@ -66,52 +91,79 @@ def main() -> None:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--topology", default="v5p-128")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--big", action="store_true", help="also the unscanned llama2-7b memory comparison")
     args = parser.parse_args()
     target = ["--model", args.model, "--topology", args.topology]
     compile_cmd = [*AOTCHECK, "compile", *target, "--no-cache", "--format", "json"]
-    print(f"{args.model} on {args.topology}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+    one_compile = [*compile_cmd, "--no-drift"]
+    raw_cmd = [sys.executable, str(HERE / "raw_jax.py"), *target]
+    print(f"{args.model} on {args.topology}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the start; "
           f"medians of {args.repeat}\n")
     print("| measure | result | note |\n| --- | ---: | --- |")
 
-    cold, raw, report, raw_out = median_pair(compile_cmd, [sys.executable, str(HERE / "raw_jax.py"), *target], args.repeat)
-    memory = json.loads(report)["compile"]
-    raw_figures = json.loads(raw_out)
-    same = all(memory["memory_per_device"][k] == v for k, v in raw_figures["memory"].items()) and (
-        memory["flops"] == raw_figures["flops"])
-    row("cold compile / raw JAX", f"{cold / raw:.3f}", f"{cold:.2f} s / {raw:.2f} s; same figures: {'yes' if same else 'NO'}")
+    cold, raw, report, raw_out, rss, raw_rss = median_pair(one_compile, raw_cmd, args.repeat)
+    row("cold compile (--no-drift) / raw JAX", f"{cold / raw:.3f}",
+        f"{cold:.2f} s / {raw:.2f} s; same figures: {'yes' if same_figures(report, raw_out) else 'NO'}")
+    row("peak memory: cold compile / raw JAX", f"{rss / raw_rss:.3f}", f"{rss} MB / {raw_rss} MB")
+    default, raw2, _, _, _, _ = median_pair(compile_cmd, raw_cmd, args.repeat)
+    row("default compile (with the drift check) / raw JAX", f"{default / raw2:.3f}",
+        f"{default:.2f} s / {raw2:.2f} s: the drift check is a second compile")
     if importlib.util.find_spec("MaxText") is None:
         row("cold compile / MaxText train_compile", "-", "skipped: MaxText is not installed")
     else:
         maxtext = [sys.executable, "-m", "MaxText.train_compile", "MaxText/configs/base.yml", f"compile_topology={args.topology}",
                    "compile_topology_num_slices=1", f"model_name={args.model}"]
-        cold2, mt, _, _ = median_pair(compile_cmd, maxtext, args.repeat)
+        cold2, mt, _, _, _, _ = median_pair(one_compile, maxtext, args.repeat)
         row("cold compile / MaxText train_compile", f"{cold2 / mt:.3f}", f"{cold2:.2f} s / {mt:.2f} s")
 
     cache = Path(tempfile.mkdtemp(prefix="aotcheck-bench-warm-"))
     run([*AOTCHECK, "compile", *target], cache)  # fill the cache
-    warm, jax_import, _, _ = median_pair([*AOTCHECK, "compile", *target], [sys.executable, "-c", "import jax"],
-                                         max(3, args.repeat), cache)
-    row("warm re-run / cold", f"{warm / cold:.3f}", f"{warm:.2f} s (target <= 1.0 s)")
+    warm, jax_import, _, _, _, _ = median_pair([*AOTCHECK, "compile", *target], [sys.executable, "-c", "import jax"],
+                                               max(3, args.repeat), cache)
+    row("warm re-run / cold (default compile)", f"{warm / default:.3f}", f"{warm:.2f} s (target <= 1.0 s)")
     row("warm re-run / `import jax`", f"{warm / jax_import:.2f}", f"{jax_import:.2f} s for import jax (target <= 1.7)")
 
-    fast, default, _, _ = median_pair([*compile_cmd, "--fast"], compile_cmd, args.repeat)
-    row("--fast / default compile", f"{fast / default:.3f}", f"{fast:.2f} s / {default:.2f} s")
+    fast, plain, _, _, _, _ = median_pair([*one_compile, "--fast"], one_compile, args.repeat)
+    row("--fast / default compile (--no-drift both)", f"{fast / plain:.3f}", f"{fast:.2f} s / {plain:.2f} s")
 
-    diff = [*AOTCHECK, "diff", "linen", "nnx", *target]
-    parallel, serial, out_p, out_s = median_pair([*diff, "--jobs", "2"], [*diff, "--jobs", "1"], args.repeat)
-    row("diff linen nnx: 2 processes / 1", f"{parallel / serial:.3f}",
+    diff = [*AOTCHECK, "diff", "linen", "nnx", *target, "--format", "json"]
+    parallel, serial, out_p, out_s, _, _ = median_pair([*diff, "--jobs", "2"], [*diff, "--jobs", "1"], args.repeat)
+    row("diff linen nnx: --jobs 2 / --jobs 1", f"{parallel / serial:.3f}",
         f"{parallel:.2f} s / {serial:.2f} s, cold cache; same output: {'yes' if out_p == out_s else 'NO'}")
+    auto, serial2, out_a, out_s2, _, _ = median_pair(diff, [*diff, "--jobs", "1"], args.repeat)
+    row("diff linen nnx: default / --jobs 1", f"{auto / serial2:.3f}",
+        f"{auto:.2f} s / {serial2:.2f} s, cold cache (the default picks by idle cores); "
+        f"same output: {'yes' if out_a == out_s2 else 'NO'}")
 
-    _, _, speed = run([sys.executable, str(HERE / "diff_speed.py"), "--leaves", "10000"])
-    figures = {line.rsplit(None, 2)[0].strip(): line.split()[-2] for line in speed.splitlines() if line.endswith(" s")
-               or "(target" in line}
-    for name in ("compare", "read both reports", "gate (read+compare)"):
-        row(f"10,000-leaf diff: {name}", f"{float(figures[name]):.3f} s", "target 0.3 s" if name == "compare" else "")
+    files = Path(tempfile.mkdtemp(prefix="aotcheck-bench-diff-"))
+    run([sys.executable, str(HERE / "diff_speed.py"), "--leaves", "10000", "--write", str(files)])
+    repeat = max(5, args.repeat)
+    for name, a, b in (("reports", "a.json", "b.json"), ("golden directories", "ga", "gb")):
+        wall, floor, _, _, _, _ = median_pair([*AOTCHECK, "diff", a, b], IMPORT_FLOOR, repeat, cwd=files)
+        bare, _, _, _, _, _ = median_pair([sys.executable, "-c", "pass"], IMPORT_FLOOR, repeat)
+        row(f"10,000-leaf diff of {name}", f"{wall:.3f} s",
+            f"target 0.3 s; `python -c pass` {bare:.3f} s, import typer+rich+pydantic {floor:.3f} s")
 
-    for model, topology in (("tiny", "v5p-128"), ("llama2-7b", "v5p-128"), ("llama2-70b", "v6e-256"),
-                            ("mixtral-8x7b", "v5p-128"), ("llama3-8b", "tpu7x-16"), ("mistral-7b", "v5e-16")):
-        wall, rss, _ = run([*AOTCHECK, "compile", "--model", model, "--topology", topology, "--no-compile", "--format", "json"])
-        row(f"--no-compile {model} on {topology}", f"{wall:.2f} s, {rss} MB", "target < 2 s, < 500 MB")
+    for model, topology, sets in (("tiny", "v5p-128", ()), ("llama2-7b", "v5p-128", ()), ("llama2-70b", "v6e-256", ()),
+                                  ("mixtral-8x7b", "v5p-128", ()), ("llama3-8b", "tpu7x-16", ()),
+                                  ("mistral-7b", "v5e-16", ()), LARGEST):
+        cmd = [*AOTCHECK, "compile", "--model", model, "--topology", topology, *sets, "--no-compile", "--format", "json"]
+        walls, peak = [], 0
+        for _ in range(args.repeat):
+            wall, rss, _ = run(cmd)
+            walls.append(wall)
+            peak = max(peak, rss)
+        row(f"--no-compile {model} on {topology}", f"{statistics.median(walls):.2f} s, {peak} MB",
+            "target < 2 s, < 500 MB" + (f" ({' '.join(sets[1::2])})" if sets else ""))
+
+    if args.big:
+        big = ["--model", "llama2-7b", "--topology", "v5p-128", "--set", "scan_layers=false"]
+        _, _, _, _, rss, raw_rss = median_pair([*AOTCHECK, "compile", *big, "--no-cache", "--no-drift", "--format", "json"],
+                                               [sys.executable, str(HERE / "raw_jax.py"), "--model", "llama2-7b",
+                                                "--topology", "v5p-128", "--set", "scan_layers=false"], 1)
+        row("peak memory, unscanned llama2-7b on v5p-128: aotcheck / raw JAX", f"{rss / raw_rss:.3f}",
+            f"{rss} MB / {raw_rss} MB (target <= 1.05)")
+    print(f"\nload {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

@@ -377,16 +377,19 @@ def test_a_renamed_logical_axis_under_the_same_spec_is_a_note_unless_check_names
 
 
 def test_case_rewrites_apply_after_the_models_own_and_a_collision_is_the_cases_usage_error(tmp_path: Path) -> None:
-    matrix = write_matrix(tmp_path, named())
+    matrix = write_matrix(tmp_path, named(), tiny(compile=False))
     assert run("golden", "update", "--matrix", matrix).exit_code == 0
     (tmp_path / "rewrites.yml").write_text("linen:\n  - ['^(param|opt/\\d+/\\w+)/kernel$', '\\1/mixer']\n")
-    write_matrix(tmp_path, named(["w_dtype=bfloat16"], rewrites="rewrites.yml"))
+    write_matrix(tmp_path, named(["w_dtype=bfloat16"], rewrites="rewrites.yml"), tiny(compile=False))
     code, data = check(matrix)
     assert code == 1
     # The model's rule (w -> kernel), then the case's (kernel -> mixer); the Adam moments fold into it.
     (finding,) = data["outcomes"][0]["findings"]
     assert (finding["category"], finding["leaf"], finding["before"], finding["after"]) == (
         "dtype changed", "param/mixer", "float32", "bfloat16")
+    # With -j 2 both reports come from the cache in this process: the model's rules still apply.
+    code, served = check(matrix, "-j", "2")
+    assert code == 1 and served["outcomes"][0]["findings"] == data["outcomes"][0]["findings"]
     # Two leaves on one canonical path: this case's configuration error, exit 2, nothing written.
     write_matrix(tmp_path, named(["w_dtype=bfloat16"], rewrites={"linen": [["^param/kernel$", "param/embedding"]]}))
     code, data = check(matrix)

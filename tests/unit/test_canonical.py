@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from aotcheck import _canonical
 from aotcheck._errors import UsageError
@@ -110,3 +114,53 @@ def test_an_empty_rewrites_file_changes_nothing(tmp_path):
     empty = tmp_path / "empty.yml"
     empty.write_text("")
     assert _canonical.read(empty).canonical("params/a", "param", "linen") == "params/a"
+
+
+PIECES = ["a", "b", "/", "_", "x", ".", "*", "+", "?", "{0,2}", "|", "(", ")", "[ab]", "[]a]", "[^/]", "\\d", "\\.",
+          "$", "^", "(?=", "(?:", "(?i)", "(?i:"]
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(st.lists(st.sampled_from(PIECES), max_size=9), st.text(alphabet="aAb/_x.01]", max_size=12))
+@example(["^", "a", "b", "*"], "a")  # a quantified last literal may be absent
+@example(["^", "a", "b", "{0,2}"], "a_")
+@example(["^", "a", "|", "x"], "x")  # an alternative is not anchored
+@example(["(", "a", "|", "b", ")", "x"], "bx")  # one inside a group is
+@example(["(?i)", "a", "b"], "AB")  # a flag changes what a literal matches
+@example(["[]a]", "b"], "]b")  # `]` first in a class is literal
+def test_a_path_without_a_rules_required_text_is_one_the_rule_cannot_change(pieces, path):
+    # The shortcut that skips a rule for paths without its prefix or text must never skip a match.
+    pattern = "".join(pieces)
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return
+    if compiled.search(path) is not None:
+        prefix, infix = _canonical.required_text(pattern)
+        assert path.startswith(prefix) and infix in path
+
+
+def test_rewritten_paths_equal_plain_substitution_in_turn():
+    rewrites = _canonical.defaults().then(_canonical.parse({"all": [["^param/decoder/", "param/dec/"]]}, "u.yml"))
+    for linen, nnx, role, _ in SAME_LEAF:
+        for path, kind in ((linen, "linen"), (nnx, "nnx")):
+            plain = path
+            for stage in rewrites.stages:
+                for rule in (*stage.get(kind, ()), *stage.get("all", ())):
+                    plain = rule.apply(plain, role)
+            assert rewrites.canonical(path, role, kind) == plain
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from(["^", "", "$"]), st.text(alphabet="ab/_.", min_size=1, max_size=4),
+                          st.sampled_from(["", "x/", r"\g<0>", "a"])), max_size=4),
+       st.text(alphabet="ab/_.\n", max_size=12))
+@example([("$", "b", "")], "ab\n")  # `b$` matches before a final newline
+def test_a_plan_of_rules_rewrites_as_substitution_in_turn_does(rules, path):
+    data = [[(f"^{re.escape(text)}" if anchor == "^" else f"{re.escape(text)}$" if anchor == "$" else re.escape(text)),
+             replacement] for anchor, text, replacement in rules]
+    rewrites = _canonical.parse({"all": data}, "r.yml")
+    plain = path
+    for rule in rewrites.stages[0]["all"]:
+        plain = rule.apply(plain, "param")
+    assert rewrites.canonical(path, "param", "linen") == plain

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from aotcheck import _config, _mesh, _topology
@@ -140,3 +142,18 @@ def test_a_user_axis_parallelism_shows_in_the_settings_as_given():
     cfg = _config.validate({"mesh_axes": ["data", "fsdp", "context"], "ici_context_parallelism": 2}, _config.NoModelFields)
     settings = cfg.as_dict()
     assert settings["ici_context_parallelism"] == 2 and "parallelism" not in settings
+
+
+def test_a_config_file_is_read_again_when_it_changes_and_callers_get_their_own_copy(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text("per_device_batch_size: 2\nlogical_axis_rules: [[embed, [fsdp]]]\n")
+    first = _config.read_config(path)
+    first["logical_axis_rules"].append(["mlp", ["tensor"]])  # a caller's change stays its own
+    assert _config.read_config(path) == {"per_device_batch_size": 2, "logical_axis_rules": [["embed", ["fsdp"]]]}
+    before = path.stat().st_mtime_ns
+    path.write_text("per_device_batch_size: 3\nlogical_axis_rules: [[embed, [fsdp]]]\n")  # same size
+    os.utime(path, ns=(before + 10**9, before + 10**9))  # newer, even where the clock is coarse
+    assert _config.read_config(path)["per_device_batch_size"] == 3
+    path.unlink()
+    with pytest.raises(UsageError, match="does not exist"):
+        _config.read_config(path)

@@ -155,6 +155,26 @@ def test_read_report_from_disk(tmp_path):
         read_report(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("number", [str(1 << 63), str(-(1 << 63)), "1" + "0" * 30])
+def test_an_integer_beyond_int64_is_refused_on_reading(tmp_path, number):
+    path = tmp_path / "report.json"
+    path.write_text(mixed_report().to_json().replace('"flops": 1500000000', f'"flops": {number}', 1))
+    with pytest.raises(UsageError, match=rf"^report {path} is not valid: the number {number[:20]}\.\.\. is out of range"):
+        read_report(path)
+
+
+def test_long_digit_runs_that_are_no_out_of_range_integer_are_read(tmp_path):
+    # Strings, floats and the largest int64 take the careful path and are read as written.
+    text = mixed_report().to_json().replace('"bytes": 8192', f'"bytes": {(1 << 63) - 1}', 1)
+    text = text.replace('"model": "tiny"', '"model": "run 12345678901234567890"', 1)
+    assert text.count(str((1 << 63) - 1)) == 1
+    path = tmp_path / "report.json"
+    path.write_text(text)
+    back = read_report(path)
+    assert back.leaves["model/decoder/mlp/kernel/value"].bytes == (1 << 63) - 1
+    assert back.header.model == "run 12345678901234567890"
+
+
 def test_reports_are_frozen():
     r = mixed_report()
     with pytest.raises(pydantic.ValidationError):

@@ -100,9 +100,12 @@ def test_itemsize_of_numeric_dtypes(dtype, size):
 
 
 def test_itemsize_of_typed_prng_keys_is_what_jax_says():
+    known = {}
     for impl in ("threefry2x32", "rbg", "unsafe_rbg"):
         key = jax.eval_shape(lambda impl=impl: jax.random.key(0, impl=impl))
         assert _sharding.itemsize(str(key.dtype)) == key.dtype.itemsize
+        known[str(key.dtype)] = key.dtype.itemsize
+    assert _sharding._KEY_ITEMSIZES == known  # the table read without jax is jax's, for every key type
     assert _sharding.itemsize("key<fry>") == 8
 
 
