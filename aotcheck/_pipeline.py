@@ -100,7 +100,6 @@ def build(request: Request, progress: Progress | None = None) -> Built:
     timings: dict[str, float] = {}
     warnings: list[str] = []
     cfg, entry = configure(request)
-    given = _given(request)
     topology = get_topology(request.topology)
     report_key = _report_key(request, cfg, entry)
     if report_key is not None and (hit := _cached(report_key)) is not None:
@@ -186,7 +185,7 @@ def build(request: Request, progress: Progress | None = None) -> Built:
         compile=compiled,
         timings=timings,
     )
-    warnings[:0] = _reads.unread_warnings(report.header, given, entry.spec.ignores) + _names.warnings(report, abstract.padded)
+    warnings[:0] = _reads.unread_warnings(report.header, _given(request), entry.spec.ignores) + _names.warnings(report, abstract.padded)
     if report_key is not None and (warning := _cache.put("r", report_key, report)):
         warnings.append(warning)
     return Built(report, executable, tuple(dict.fromkeys(warnings)))  # one line per distinct warning
