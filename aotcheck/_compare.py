@@ -95,8 +95,8 @@ def _side(report: Report, rewrites: _canonical.Rewrites, label: str) -> _Side:
     kind = report.header.path
     leaves: dict[str, Leaf] = {}
     raw: dict[str, str] = {}
-    for source_path, leaf in report.items():
-        path = rewrites.canonical(source_path, leaf.role, kind)
+    paths = rewrites.canonical_all(((p, leaf.role) for p, leaf in report.items()), kind)
+    for path, (source_path, leaf) in zip(paths, report.items(), strict=True):
         if path in raw:
             raise UsageError(f"{label}: leaves {raw[path]} and {source_path} both map to canonical path {path}")
         leaves[path], raw[path] = leaf, source_path

@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pydantic_core
 import yaml
 
 from aotcheck._errors import UsageError
@@ -58,7 +59,7 @@ class _Refused(ValueError):
     pass
 
 
-def _text(path: Path, what: str) -> str:
+def read_text(path: Path, what: str) -> str:
     """The file's UTF-8 text, bounded in size, or a one-line error naming it."""
     try:
         with open(path, "rb") as f:
@@ -86,16 +87,30 @@ def _constant(text: str) -> Any:
     raise _Refused(f"{text} is not JSON (numbers must be finite)")
 
 
+def short_integers(text: str) -> bool:
+    """Whether every integer in `text` is within int64: no run of 19 digits or more."""
+    return _LONG_RUN not in text.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
+
+
 def loads_json(text: str) -> Any:
     """Strict JSON: no NaN or Infinity, integers within int64; ValueError otherwise."""
-    if _LONG_RUN not in text.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO):
-        return json.loads(text, parse_constant=_constant)
+    if short_integers(text):
+        # pydantic-core's parser takes 0.6x the time of json's on a 10,000-leaf report. Any
+        # text it refuses goes to json's, whose messages (and leniencies) are the ones we keep.
+        try:
+            return pydantic_core.from_json(text, allow_inf_nan=False)
+        except ValueError:
+            return json.loads(text, parse_constant=_constant)
     return json.loads(text, parse_int=_int, parse_constant=_constant)
 
 
 def read_json(path: Path, what: str) -> Any:
     """Parsed JSON, or a one-line error naming `what` the file was meant to be."""
-    text = _text(path, what)
+    return parse_json(read_text(path, what), path, what)
+
+
+def parse_json(text: str, path: Path, what: str) -> Any:
+    """`text` (of the file `path`) parsed, or a one-line error naming `what` the file was meant to be."""
     try:
         return loads_json(text)
     except json.JSONDecodeError as exc:
@@ -125,7 +140,7 @@ def read_yaml(path: Path, what: str) -> Any:
     """Parsed YAML (an empty file is an empty mapping), or a one-line error naming `what` the file is.
 
     What shape the data must have is the caller's to check: it knows what to say."""
-    text = _text(path, what)
+    text = read_text(path, what)
     try:
         data = loads_yaml(text)
     except yaml.YAMLError as exc:

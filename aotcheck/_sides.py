@@ -11,8 +11,18 @@ import pydantic
 
 from aotcheck import _canonical
 from aotcheck._errors import UsageError
-from aotcheck._io import bulk_read, read_json
-from aotcheck._report import OLD_SCHEMAS, SCHEMA, Header, Leaf, MeshInfo, Report, parse_report, validation_message
+from aotcheck._io import bulk_read, parse_json, read_json, read_text
+from aotcheck._report import (
+    OLD_SCHEMAS,
+    SCHEMA,
+    Header,
+    Leaf,
+    MeshInfo,
+    Report,
+    parse_report,
+    report_from_text,
+    validation_message,
+)
 from aotcheck._sharding import spec_from_json
 
 MAXTEXT_NAMED = "named_shardings.json"
@@ -41,7 +51,11 @@ def load_side(path: Path) -> Report:
         )
     if not path.exists():
         raise UsageError(f"{path} does not exist (give linen, nnx, a report JSON, a golden directory or MaxText goldens)")
-    data = read_json(path, "file")
+    text = read_text(path, "file")
+    report = report_from_text(text)
+    if report is not None:
+        return report
+    data = parse_json(text, path, "file")
     if isinstance(data, dict) and data.get("schema") in (SCHEMA, *OLD_SCHEMAS):
         return parse_report(data, f"report {path}")
     if isinstance(data, dict) and "shardings" in data:

@@ -28,6 +28,8 @@ from aotcheck._report import Header, Leaf, MeshInfo, Report, TopologyInfo, read_
 
 AXES = ("data", "fsdp", "tensor")
 SHAPE = {"data": 1, "fsdp": 8, "tensor": 8}
+# The logical-axis rules a real report carries: every leaf's names resolve, none is unmatched.
+RULES = (("embed", ("fsdp",)), ("mlp", ("tensor",)))
 
 
 def _leaf(role: str, spec: tuple[Any, ...], dtype: str = "float32") -> Leaf:
@@ -63,7 +65,8 @@ def synthetic(path: str, n: int, changed: bool) -> Report:
     header = Header(model="synthetic", model_source="benchmarks/diff_speed.py", path=path, backend="mock",
                     topology=TopologyInfo(name="v5p-128", slice="v5p-128", libtpu_topology="v5:4x4x4", num_slices=1,
                                           devices=64, chips=64, device_kind="mock", hbm_bytes_per_device=95 << 30),
-                    mesh=MeshInfo(axis_names=AXES, shape=SHAPE, ici=SHAPE, dcn=dict.fromkeys(AXES, 1)))
+                    mesh=MeshInfo(axis_names=AXES, shape=SHAPE, ici=SHAPE, dcn=dict.fromkeys(AXES, 1)),
+                    rules=RULES)
     return Report(header=header, leaves=dict(sorted(leaves.items())), compile=section)
 
 

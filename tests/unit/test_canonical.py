@@ -164,3 +164,24 @@ def test_a_plan_of_rules_rewrites_as_substitution_in_turn_does(rules, path):
     for rule in rewrites.stages[0]["all"]:
         plain = rule.apply(plain, "param")
     assert rewrites.canonical(path, "param", "linen") == plain
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.sampled_from([r"a+", r"(a|b)(/|$)", r"^(\w+)/", r"(?<=/)b*", r"_(\d+)", r"(x)?a"]),
+                          st.sampled_from(["", r"\g<0>!", r"\1-", r"[\g<0>]\n", "z"]),
+                          st.sampled_from([None, "param", "optimizer"])), min_size=1, max_size=4),
+       st.lists(st.tuples(st.text(alphabet="ab/_x1\n", max_size=10), st.sampled_from(["param", "optimizer"])),
+                max_size=12))
+@example([(r"a+", r"\g<0>!", None)], [("a/aa", "param"), ("aa/a", "param")])  # same groups, other match text
+def test_many_leaves_at_once_rewrite_as_each_leaf_alone_does(rules, leaves):
+    data = [[pattern, replacement, *([role] if role else [])] for pattern, replacement, role in rules]
+    try:
+        rewrites = _canonical.parse({"linen": data}, "r.yml")
+    except UsageError:  # a replacement naming a group its pattern lacks
+        return
+    one_by_one = []
+    for path, role in leaves:
+        for rule in rewrites.stages[0]["linen"]:
+            path = rule.apply(path, role)
+        one_by_one.append(path)
+    assert rewrites.canonical_all(leaves, "linen") == one_by_one

@@ -163,6 +163,32 @@ def test_an_integer_beyond_int64_is_refused_on_reading(tmp_path, number):
         read_report(path)
 
 
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", str(1 << 64)])
+def test_a_setting_json_cannot_hold_is_refused_in_a_file(tmp_path, value):
+    # The settings are free-form: the model's own types do not refuse these, the reading must.
+    data = json.loads(mixed_report().to_json())
+    data["header"]["config"] = {"learning_rate": "PLACEHOLDER"}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(data, indent=2, sort_keys=True).replace('"PLACEHOLDER"', value))
+    with pytest.raises(UsageError, match=rf"^report {path} is not valid: .*(not JSON|out of range)"):
+        read_report(path)
+
+
+def test_a_file_is_read_as_its_parsed_json_is(tmp_path):
+    # Derived figures in the file are dropped and recomputed, and leaves come back sorted,
+    # whether the text is validated as it stands or parsed first.
+    data = json.loads(mixed_report().to_json())
+    data["totals"]["parameters"] = 1
+    data["unmatched_logical_axes"] = [{"name": "made-up", "leaves": [], "bytes_per_device": 0}]
+    data["leaves"] = dict(reversed(list(data["leaves"].items())))
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(data, indent=2))
+    read = read_report(path)
+    assert read == parse_report(data, "r.json") == mixed_report()
+    assert list(read.leaves) == sorted(read.leaves)
+    assert read.to_json() == mixed_report().to_json()
+
+
 def test_long_digit_runs_that_are_no_out_of_range_integer_are_read(tmp_path):
     # Strings, floats and the largest int64 take the careful path and are read as written.
     text = mixed_report().to_json().replace('"bytes": 8192', f'"bytes": {(1 << 63) - 1}', 1)
