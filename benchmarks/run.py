@@ -18,7 +18,7 @@
 - `--no-compile` wall time and peak memory of the built-in models on several topology
   families, the largest model on the largest slice among them;
 - with `--big`: the peak memory of an unscanned llama2-7b compile on v5p-128 against the
-  raw-JAX script's (each ~12 GB and ~10 minutes).
+  raw-JAX script's (each ~8 GB and 2-10 minutes), and whether their figures are equal.
 
 Medians of --repeat, alternating the two sides of each ratio so that machine load falls on
 both. Nothing is asserted: the ratios are what to compare across changes and machines.
@@ -164,11 +164,11 @@ def main() -> None:
 
     if args.big:
         big = ["--model", "llama2-7b", "--topology", "v5p-128", "--set", "scan_layers=false"]
-        _, _, _, _, rss, raw_rss = median_pair([*AOTCHECK, "compile", *big, "--no-cache", "--no-drift", "--format", "json"],
+        _, _, report, raw_out, rss, raw_rss = median_pair([*AOTCHECK, "compile", *big, "--no-cache", "--no-drift", "--format", "json"],
                                                [sys.executable, str(HERE / "raw_jax.py"), "--model", "llama2-7b",
                                                 "--topology", "v5p-128", "--set", "scan_layers=false"], 1)
         row("peak memory, unscanned llama2-7b on v5p-128: aotcheck / raw JAX", f"{rss / raw_rss:.3f}",
-            f"{rss} MB / {raw_rss} MB (target <= 1.05)")
+            f"{rss} MB / {raw_rss} MB (target <= 1.05); same figures: {'yes' if same_figures(report, raw_out) else 'NO'}")
     print(f"\nload {os.getloadavg()[0]:.1f} at the end")
 
 
