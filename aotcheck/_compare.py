@@ -52,6 +52,12 @@ class Category(StrEnum):
     FLOPS = "FLOPs changed"
     SHARDING_DRIFT = "state resharded by the step"
 
+    @property
+    def about_program(self) -> bool:
+        """Whether a finding of this kind is about the compiled program (a failing compile and
+        every category after it) rather than the state the program is given."""
+        return ORDER.index(self) >= ORDER.index(Category.COMPILE_FAILING)
+
 
 ORDER = tuple(Category)
 MIRROR_NOTE = "the optimizer state mirrors the parameter"

@@ -37,12 +37,9 @@ def compiler_change(recorded: Mapping[str, str | None], now: Mapping[str, str | 
 
 
 def is_compile_figure(finding: Finding) -> bool:
-    """A finding about the compiled program rather than the state (memory, FLOPs, collectives, ...).
-
-    Program findings name no leaf; so does a newly unmatched logical name, which is about the
-    state's sharding and stays a regression whatever the compiler.
-    """
-    return finding.leaf is None and finding.category is not Category.UNMATCHED_AXIS
+    """A finding about the compiled program rather than the state (memory, FLOPs, collectives,
+    a leaf the step reshards, ...): its category says so (`Category.about_program`)."""
+    return finding.category.about_program
 
 
 def stops_fitting(finding: Finding) -> bool:

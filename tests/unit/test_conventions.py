@@ -81,6 +81,14 @@ def test_a_newly_unmatched_logical_name_stays_a_regression_under_a_compiler_chan
     assert split.regressions == (unmatched,) and split.compiler == (FLOPS,)
 
 
+def test_a_leaf_the_new_compiler_reshards_is_set_apart_with_the_program_figures() -> None:
+    # Drift names a leaf, but it is the compiled step's doing: which compiler is a cause to name.
+    drift = Finding(Category.SHARDING_DRIFT, "param/x", "P('fsdp')", "P()")
+    split = _policy.split([drift, SPEC], "libtpu 0.0.42 -> 0.0.46")
+    assert split.compiler == (drift,) and split.regressions == (SPEC,)
+    assert _policy.split([drift], "").regressions == (drift,)
+
+
 def test_backend_notes_say_why_figures_were_not_compared() -> None:
     assert _policy.backend_note("libtpu", "mock", "auto") == (
         "compile figures not compared: golden from libtpu; this run is mock: libtpu is not installed here")
