@@ -19,7 +19,7 @@ def _some(paths: Sequence[str], shown: int = 3) -> str:
     return ", ".join(paths[:shown]) + more
 
 
-def warnings(report: Report, padded: Sequence[str]) -> list[str]:
+def warnings(report: Report) -> list[str]:
     """One line per unknown logical name, and one for padded specs."""
     out = [
         f"logical axis '{u.name}' matches no rule and is not a mesh axis, so it is replicated: "
@@ -27,9 +27,9 @@ def warnings(report: Report, padded: Sequence[str]) -> list[str]:
         f"add a rule for it to logical_axis_rules"
         for u in report.unmatched_logical_axes
     ]
-    if padded:
+    if report.padded_leaves:
         out.append(
-            f"{len(padded)} leaves have fewer logical axes than dimensions; padded with None as Flax does "
-            f"(those dimensions are replicated): {_some(list(padded))}"
+            f"{len(report.padded_leaves)} leaves have fewer logical axes than dimensions; padded with None as Flax "
+            f"does (those dimensions are replicated): {_some(report.padded_leaves)}"
         )
     return out

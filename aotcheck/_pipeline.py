@@ -183,9 +183,10 @@ def build(request: Request, progress: Progress | None = None) -> Built:
                for k, f in batch.items()},
         leaves=dict(sorted(leaves.items())),
         compile=compiled,
+        padded_leaves=tuple(sorted(abstract.padded)),
         timings=timings,
     )
-    warnings[:0] = _reads.unread_warnings(report.header, _given(request), entry.spec.ignores) + _names.warnings(report, abstract.padded)
+    warnings[:0] = _reads.unread_warnings(report.header, _given(request), entry.spec.ignores) + _names.warnings(report)
     if report_key is not None and (warning := _cache.put("r", report_key, report)):
         warnings.append(warning)
     return Built(report, executable, tuple(dict.fromkeys(warnings)))  # one line per distinct warning
@@ -219,9 +220,9 @@ def _cached(key: str) -> Report | None:
 
 def _served(hit: Report, request: Request, entry: ModelEntry) -> Built:
     """A cached report with the warnings its build gave."""
-    # Padded specs are known only while tracing; unknown names and the settings read are in the report itself.
+    # Unknown names, padded specs and the settings read are in the report itself.
     unread = _reads.unread_warnings(hit.header, _given(request), entry.spec.ignores)
-    return Built(hit, None, tuple(unread + _names.warnings(hit, ())))
+    return Built(hit, None, tuple(unread + _names.warnings(hit)))
 
 
 def cached(request: Request) -> Built | None:

@@ -147,6 +147,9 @@ class Report(Record):
     batch: dict[str, BatchInput] = {}
     leaves: dict[str, Leaf]  # by path, sorted
     compile: Compile | None = None
+    # Leaves annotated with fewer logical axes than dimensions, which Flax pads with None (the
+    # other dimensions replicated). Written only when there are any.
+    padded_leaves: tuple[str, ...] = pydantic.Field((), exclude_if=lambda v: not v)
     timings: dict[str, float] = {}
     # Set when the file was of an older schema; never written.
     read_from_schema: str | None = pydantic.Field(None, exclude=True)

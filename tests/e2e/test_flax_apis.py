@@ -199,6 +199,18 @@ def test_a_spec_shorter_than_the_rank_is_padded_with_none_and_noted() -> None:
     assert any("fewer logical axes than dimensions; padded with None as Flax does" in w for w in warnings)
 
 
+def test_a_padded_spec_is_noted_again_when_the_report_comes_from_the_cache(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path))
+    request = Request(model="flax_models:SHORT_SPEC", topology="v5p-8", pure_nnx=True, compile=False)
+    first, again = build(request), build(request)
+    assert again.report.timings == {"report_cache_hit": 1.0}
+    assert again.report.padded_leaves == first.report.padded_leaves == (
+        "model/w/value", "optimizer/opt_state/0/mu/w/value", "optimizer/opt_state/0/nu/w/value")
+    assert again.warnings == first.warnings
+    assert any("fewer logical axes than dimensions; padded with None as Flax does" in w for w in again.warnings)
+
+
 def test_a_spec_longer_than_the_rank_is_an_error() -> None:
     with pytest.raises(aotcheck.UsageError) as err:
         _built("ONE_MATMUL", "linen", "kernel_axes=[embed, mlp, heads]", compile=False)
