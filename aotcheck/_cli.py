@@ -247,7 +247,7 @@ def diff_(
     """
     from aotcheck import _canonical, render
     from aotcheck._compare import compare, failing
-    from aotcheck._errors import EXIT_REGRESSION
+    from aotcheck._errors import EXIT_REGRESSION, UsageError
     from aotcheck._io import check_output
     from aotcheck._sides import load_side, model_rewrites
 
@@ -271,7 +271,11 @@ def diff_(
         return loaded[name]
 
     ra, rb = side(a), side(b)
-    findings = compare(ra, rb, memory_tolerance=memory_tolerance, rewrites=rules, names_are_notes=not names)
+    try:
+        findings = compare(ra, rb, memory_tolerance=memory_tolerance, rewrites=rules, names_are_notes=not names,
+                           labels=(a, b))
+    except UsageError as exc:  # two leaves of a side on one canonical path
+        raise UsageError(f"{exc}; fix the model's rewrites or the --rewrites file") from None
     write = {Format.json: render.diff_json, Format.markdown: render.diff_markdown, Format.table: render.diff_text}[fmt]
     emit(write(findings, ra, rb, a, b), out)
     if failing(findings):

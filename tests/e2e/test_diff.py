@@ -274,6 +274,17 @@ def test_bad_rewrite_rule_is_a_usage_error(tmp_path: Path) -> None:
     assert result.stderr.strip() == f"error: {rules}: nnx rule 1: bad replacement '\\\\2': invalid group reference 2 at position 1"
 
 
+def test_rewrites_that_put_two_leaves_on_one_path_name_the_side_and_the_fix(tmp_path: Path) -> None:
+    saved = report_json(tmp_path, "linen", pure_nnx=False)
+    rules = tmp_path / "rewrites.yml"
+    rules.write_text("all:\n  - ['^param/.*', 'param/one']\n")
+    result = invoke(str(saved), "nnx", "--no-compile", "--rewrites", str(rules))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {saved}: leaves params/")
+    assert result.stderr.strip().endswith("both map to canonical path param/one; fix the model's rewrites or the --rewrites file")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_golden_directory_stands_as_a_side(tmp_path: Path) -> None:
     from aotcheck import _golden as golden
 
