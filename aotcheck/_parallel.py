@@ -14,14 +14,7 @@ from collections.abc import Sequence
 
 from aotcheck._pipeline import Progress, Request, build_report, cached
 from aotcheck._report import Report
-from aotcheck._workers import worker_count
-
-
-def _build_in_worker(request: Request) -> Report:
-    from aotcheck._env import setup_libtpu_env
-
-    setup_libtpu_env()  # a spawned worker imports jax afresh
-    return build_report(request)
+from aotcheck._workers import pool, worker_count
 
 
 def build_reports(requests: Sequence[Request], jobs: int | None = None, progress: Progress | None = None) -> list[Report]:
@@ -43,17 +36,14 @@ def build_reports(requests: Sequence[Request], jobs: int | None = None, progress
     todo = [i for i, r in enumerate(reports) if r is None]
     workers = worker_count(len(todo), jobs)
     # A model given as a Python object may not survive pickling into a worker.
-    if workers < 2 or any(not (r.model is None or isinstance(r.model, str)) for r in requests):
+    if not workers or any(not (r.model is None or isinstance(r.model, str)) for r in requests):
         for i in todo:
             reports[i] = build_report(requests[i], progress)
         return [r for r in reports if r is not None]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     if progress is not None:
         progress(f"building {len(todo)} programs in {workers} processes")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {i: pool.submit(_build_in_worker, requests[i]) for i in todo}
+    with pool(workers) as workers_pool:  # spawned, libtpu's environment set, bound to this process
+        futures = {i: workers_pool.submit(build_report, requests[i]) for i in todo}
         for i in todo:
             reports[i] = futures[i].result()
     return [r for r in reports if r is not None]
