@@ -14,16 +14,19 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aotcheck._errors import UsageError
 from aotcheck._io import config_dir, read_yaml
+
+if TYPE_CHECKING:
+    from aotcheck._report import Role
 
 KINDS = ("linen", "nnx", "maxtext")
 ROLES = ("param", "optimizer", "step", "rng", "other")
 
 _ALL = "all"
-_ROLE_OF_HEAD = {"param": "param", "opt": "optimizer", "step": "step", "rng": "rng"}
+_ROLE_OF_HEAD: dict[str, Role] = {"param": "param", "opt": "optimizer", "step": "step", "rng": "rng"}
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,7 @@ def _class_end(pattern: str, i: int) -> int:
     return i + 1
 
 
-def role_of(canonical_path: str) -> str:
+def role_of(canonical_path: str) -> Role:
     """The role a canonical path names (for sources, like MaxText's files, that give none)."""
     return _ROLE_OF_HEAD.get(canonical_path.split("/", 1)[0], "other")
 

@@ -30,7 +30,7 @@ from aotcheck import _sharding
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
 from aotcheck._io import bulk_read, read_json
-from aotcheck._record import Record
+from aotcheck._record import Record, row
 from aotcheck._report import BatchInput, Entry, Header, Leaf, MeshInfo, Report, Role, TopologyInfo, validation_message
 from aotcheck._sharding import Spec
 
@@ -44,7 +44,8 @@ FILES = (*SHARDING_FILES, COMPILE)
 OLD_FORMAT_NOTE = "written by an older aotcheck (golden format 1); `aotcheck golden update` rewrites it"
 
 
-class ShardingEntry(Record):
+@row
+class ShardingEntry:
     partition_spec: tuple[Entry, ...]
     shape: tuple[int, ...]
 
@@ -73,7 +74,8 @@ class AnnotationsFile(Record):
     leaves: dict[str, tuple[Entry, ...] | None]
 
 
-class DtypeEntry(Record):
+@row
+class DtypeEntry:
     dtype: str
     role: Role
 
@@ -260,7 +262,8 @@ def read_golden(directory: Path) -> Report:
             raise UsageError(f"golden directory {directory}: {name} and {SHARDINGS} disagree on leaf {odd}; regenerate it")
     mesh_shape = dict(shardings.mesh.shape)
     sizes: dict[tuple[Any, ...], tuple[Spec, tuple[int, ...], int, int]] = {}
-    leaves = {p: _leaf(e, annotations.leaves[p], dtypes.leaves[p], mesh_shape, directory, p, sizes)
+    made: dict[tuple[Any, ...], Leaf] = {}
+    leaves = {p: _leaf(e, annotations.leaves[p], dtypes.leaves[p], mesh_shape, directory, p, sizes, made)
               for p, e in sorted(shardings.shardings.items())}
     header = Header(
         model=shardings.model, model_source=f"golden {directory}", path=shardings.path,
@@ -273,9 +276,14 @@ def read_golden(directory: Path) -> Report:
 
 
 def _leaf(entry: ShardingEntry, axes: tuple[Entry, ...] | None, state: DtypeEntry, mesh_shape: dict[str, int],
-          directory: Path, path: str, sizes: dict[tuple[Any, ...], tuple[Spec, tuple[int, ...], int, int]]) -> Leaf:
+          directory: Path, path: str, sizes: dict[tuple[Any, ...], tuple[Spec, tuple[int, ...], int, int]],
+          made: dict[tuple[Any, ...], Leaf]) -> Leaf:
     # Leaves repeat (every layer of an unscanned model, and the optimizer's copies of each
-    # parameter): the spec, shard shape and bytes are worked out once per distinct entry.
+    # parameter): the spec, shard shape and bytes are worked out, and the (frozen) leaf built
+    # and validated, once per distinct entry.
+    leaf = made.get(whole := (entry.shape, entry.partition_spec, state.dtype, state.role, axes))
+    if leaf is not None:
+        return leaf
     key = (entry.shape, entry.partition_spec, state.dtype)
     if key not in sizes:
         spec = _sharding.spec_from_json(entry.partition_spec, mesh_shape)
@@ -289,10 +297,9 @@ def _leaf(entry: ShardingEntry, axes: tuple[Entry, ...] | None, state: DtypeEntr
         shard = _sharding.shard_shape(entry.shape, spec, mesh_shape)
         sizes[key] = (spec, shard, _sharding.nbytes(entry.shape, state.dtype), _sharding.nbytes(shard, state.dtype))
     spec, shard, nbytes, per_device = sizes[key]
-    # Every field comes from the validated files or is computed from them: no second validation
-    # (it was a third of reading a golden of 10,000 leaves).
-    return Leaf.model_construct(role=state.role, shape=entry.shape, dtype=state.dtype, logical_axes=axes,
-                                partition_spec=spec, shard_shape=shard, bytes=nbytes, bytes_per_device=per_device)
+    made[whole] = Leaf(role=state.role, shape=entry.shape, dtype=state.dtype, logical_axes=axes,
+                       partition_spec=spec, shard_shape=shard, bytes=nbytes, bytes_per_device=per_device)
+    return made[whole]
 
 
 def find_dirs(root: Path) -> list[Path]:

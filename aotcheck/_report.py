@@ -18,7 +18,7 @@ import pydantic
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
 from aotcheck._io import bulk_read, parse_json, read_text, short_integers
-from aotcheck._record import Record, dumps
+from aotcheck._record import Record, dumps, row
 
 SCHEMA: Final = "aotcheck.report/2"
 OLD_SCHEMAS = ("aotcheck.report/1",)
@@ -94,7 +94,8 @@ class BatchInput(Record):
     partition_spec: tuple[Entry, ...]
 
 
-class Leaf(Record):
+@row
+class Leaf:
     """One array of the train state and how it is sharded."""
 
     role: Role
@@ -273,8 +274,12 @@ def read_report(path: Path) -> Report:
     return report if report is not None else parse_report(parse_json(text, path, "report"), f"report {path}")
 
 
+# A `row` record (a dataclass) words a key it does not know, or lacks, as a call would.
+_AS_A_FILE = {"unexpected_keyword_argument": "Extra inputs are not permitted", "missing_argument": "Field required"}
+
+
 def validation_message(exc: pydantic.ValidationError) -> str:
-    """The first error of a validation, as `field.path: message`."""
+    """The first error of a validation, as `field.path: message`, worded alike for every record."""
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "value"
-    return f"{where}: {err['msg'].removeprefix('Value error, ')}"
+    return f"{where}: {_AS_A_FILE.get(err['type'], err['msg'].removeprefix('Value error, '))}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,7 +89,7 @@ def nnx_report(**changes: Any) -> Report:
         elif path.startswith("opt_state/"):
             path = "optimizer/" + path + "/value"
         else:
-            path, lf = "optimizer/step/value", lf.model_copy(update={"dtype": "uint32"})
+            path, lf = "optimizer/step/value", dataclasses.replace(lf, dtype="uint32")
         leaves[path.replace("layers_0", "layers/0")] = lf
     leaves["model/rngs/default/key/value"] = leaf("rng", (), "key<fry>", None)
     return report(leaves, path="nnx", **changes)

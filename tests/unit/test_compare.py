@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from aotcheck import _canonical
@@ -266,7 +268,7 @@ def test_no_compile_section_on_one_side_compares_leaves_only():
 
 def test_fields_a_side_does_not_record_are_not_compared():
     # MaxText's files hold no dtypes: a dtype difference cannot show.
-    table = {p: lf.model_copy(update={"dtype": "bfloat16"}) for p, lf in linen_leaves().items()}
+    table = {p: dataclasses.replace(lf, dtype="bfloat16") for p, lf in linen_leaves().items()}
     maxtext = Report(
         header=Header(model="MaxText goldens", model_source="m", path="linen", mesh=MeshInfo(axis_names=(), shape={}),
                       known_fields=("shape", "partition_spec")),

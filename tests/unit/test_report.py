@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -142,6 +143,9 @@ def test_a_bad_field_is_a_one_line_error_naming_it():
     data["leaves"]["model/decoder/bias/value"]["colour"] = "red"
     with pytest.raises(UsageError, match=r"colour: Extra inputs are not permitted"):
         parse_report(data, "r.json")
+    del data["leaves"]["model/decoder/bias/value"]["colour"], data["leaves"]["model/decoder/bias/value"]["dtype"]
+    with pytest.raises(UsageError, match=r"leaves\.model/decoder/bias/value\.dtype: Field required; regenerate it$"):
+        parse_report(data, "r.json")
 
 
 def test_read_report_from_disk(tmp_path):
@@ -204,4 +208,6 @@ def test_long_digit_runs_that_are_no_out_of_range_integer_are_read(tmp_path):
 def test_reports_are_frozen():
     r = mixed_report()
     with pytest.raises(pydantic.ValidationError):
+        r.header.model = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
         r.leaves["model/decoder/bias/value"].dtype = "float16"  # type: ignore[misc]
