@@ -1,7 +1,6 @@
 """`aotcheck cache info|clear`: what the cache of reports and compiles holds, and emptying it."""
 
-from __future__ import annotations
-
+# Annotations evaluated at definition: see `_cli`.
 import typer
 
 cache_app = typer.Typer(

@@ -3,8 +3,7 @@
 A module of its own so the command line stays one screen per command; `_cli` registers it.
 """
 
-from __future__ import annotations
-
+# Annotations evaluated at definition: see `_cli`.
 import contextlib
 import os
 import sys
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
 EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C; the rows found so far are printed first
 
 
-def _console(stderr: bool = False) -> Console:
+def _console(stderr: bool = False) -> "Console":
     from rich.console import Console
 
     return Console(stderr=stderr, soft_wrap=False, width=None if sys.stdout.isatty() else 160)

@@ -3,8 +3,7 @@
 The commands are registered on the app in `aotcheck._cli`.
 """
 
-from __future__ import annotations
-
+# Annotations evaluated at definition: see `_cli`.
 import os
 from enum import StrEnum
 from pathlib import Path
