@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aotcheck._hlo import parse_module
 from aotcheck._record import Record
 
 _PEAK_RE = re.compile(r"^\s*Live ranges at (\d+) \(peak\):")
@@ -162,6 +161,8 @@ def peak_report(live_range: str, buffer_assignment: str, hlo: str, top: int = 20
     Returns:
         The report; shares are of the live-range peak (logical buffer bytes live at once).
     """
+    from aotcheck._hlo import parse_module  # the HLO parser loads for a compile, not to read a report
+
     time, live = parse_live_at_peak(live_range)
     names: dict[str, str] = {}
     operand_of: dict[str, str] = {}

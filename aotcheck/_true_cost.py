@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 import pydantic
 
 from aotcheck._record import Record, number
-from aotcheck._roofline import Chip, estimate, load_chips
 
-if TYPE_CHECKING:  # the HLO walk (and numpy) load only when a step is costed, not when a report is read
+if TYPE_CHECKING:  # the HLO walk, numpy and the chip table load only when a step is costed, not when a report is read
     from aotcheck._cost import CostSummary
     from aotcheck._replica_groups import MeshLayout
+    from aotcheck._roofline import Chip
     from aotcheck._topology import Topology
 
 ESTIMATE_NOTE = "estimate: roofline max(compute, memory, ICI per axis, DCN) from public chip figures; see docs/cost.md"
@@ -150,6 +150,8 @@ def axis_links(
 
 def chip_of(family: str) -> Chip | None:
     """The public figures of a TPU family, or None for a family the table lacks."""
+    from aotcheck._roofline import load_chips
+
     return load_chips().get(family)
 
 
@@ -197,6 +199,8 @@ def true_cost(hlo_text: str, ctx: CostContext) -> tuple[PerStep, dict[str, Traff
 
 
 def _estimate(cost: CostSummary, ctx: CostContext) -> StepEstimate:
+    from aotcheck._roofline import estimate
+
     chip = ctx.chip
     assert chip is not None
     e = estimate(cost, chip, params=ctx.params, tokens_per_step=ctx.tokens_per_step, chips=ctx.chips,
