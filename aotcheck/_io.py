@@ -59,8 +59,8 @@ class _Refused(ValueError):
     pass
 
 
-def read_text(path: Path, what: str) -> str:
-    """The file's UTF-8 text, bounded in size, or a one-line error naming it."""
+def read_bytes(path: Path, what: str) -> bytes:
+    """The file's bytes, bounded in size, or a one-line error naming it."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_INPUT_BYTES + 1)
@@ -70,10 +70,20 @@ def read_text(path: Path, what: str) -> str:
         raise UsageError(f"{what} {path} is a directory; give a file") from None
     if len(data) > MAX_INPUT_BYTES:
         raise UsageError(f"{what} {path} is over {MAX_INPUT_BYTES >> 20} MiB; is it the right file?")
+    return data
+
+
+def decode(data: bytes, path: Path, what: str) -> str:
+    """`data` (of the file `path`) as UTF-8 text, or a one-line error naming it."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UsageError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def read_text(path: Path, what: str) -> str:
+    """The file's UTF-8 text, bounded in size, or a one-line error naming it."""
+    return decode(read_bytes(path, what), path, what)
 
 
 def _int(text: str) -> int:
@@ -87,9 +97,10 @@ def _constant(text: str) -> Any:
     raise _Refused(f"{text} is not JSON (numbers must be finite)")
 
 
-def short_integers(text: str) -> bool:
+def short_integers(text: str | bytes) -> bool:
     """Whether every integer in `text` is within int64: no run of 19 digits or more."""
-    return _LONG_RUN not in text.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    return _LONG_RUN not in data.translate(_DIGITS_TO_ZERO)
 
 
 def loads_json(text: str) -> Any:

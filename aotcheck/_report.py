@@ -17,7 +17,7 @@ import pydantic
 
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
-from aotcheck._io import bulk_read, parse_json, read_text, short_integers
+from aotcheck._io import bulk_read, decode, parse_json, read_bytes, short_integers
 from aotcheck._record import Record, dumps, row
 
 SCHEMA: Final = "aotcheck.report/2"
@@ -85,6 +85,20 @@ class Header(Record):
     compiler_options: dict[str, float] = pydantic.Field(default_factory=dict, exclude_if=lambda v: not v)
     # The leaf fields the source records (MaxText's files hold no dtypes); never written.
     known_fields: tuple[str, ...] = pydantic.Field(LEAF_FIELDS, exclude=True)
+
+    @pydantic.field_validator("config", "own_config")
+    @classmethod
+    def _finite(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """Free-form settings hold numbers JSON can write: the record's own float fields refuse
+        NaN and Infinity, these must be checked (1e400 reads as Infinity)."""
+        values: list[tuple[str, Any]] = list(settings.items())
+        while values:
+            where, value = values.pop()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{where} is {value}, not a finite number")
+            if isinstance(value, dict | list):
+                values.extend((f"{where}.{k}", v) for k, v in (value.items() if isinstance(value, dict) else enumerate(value)))
+        return settings
 
 
 class BatchInput(Record):
@@ -252,16 +266,16 @@ def parse_report(data: Any, source: str) -> Report:
         raise UsageError(f"{source}: {validation_message(exc)}; regenerate it") from None
 
 
-def report_from_text(text: str) -> Report | None:
-    """The report in a JSON text of the current schema, validated straight from the text (0.7x
-    the time of parsing it to Python first); None where parsing first (`parse_report`) must
-    decide, and give its one-line error: another kind of file, an older schema, a bad field,
-    or a text that is not plainly strict JSON (NaN or Infinity, an integer beyond int64),
-    which the straight path would let through in the free-form settings."""
-    if f'"{SCHEMA}"' not in text or "NaN" in text or "Infinity" in text or not short_integers(text):
+def report_from_json(data: bytes) -> Report | None:
+    """The report in a JSON file's bytes, of the current schema, validated straight from them
+    (0.7x the time of parsing to Python first); None where parsing first (`parse_report`) must
+    decide, and give its one-line error: another kind of file, an older schema, a bad field
+    (NaN or Infinity among them), text that is not UTF-8, or an integer beyond int64, which
+    validation alone would let through."""
+    if f'"{SCHEMA}"'.encode() not in data or not short_integers(data):
         return None
     try:
-        return Report.model_validate_json(text)
+        return Report.model_validate_json(data)
     except ValueError:
         return None
 
@@ -269,9 +283,11 @@ def report_from_text(text: str) -> Report | None:
 @bulk_read
 def read_report(path: Path) -> Report:
     """A saved report (schema 2, or 1 upgraded on reading)."""
-    text = read_text(path, "report")
-    report = report_from_text(text)
-    return report if report is not None else parse_report(parse_json(text, path, "report"), f"report {path}")
+    data = read_bytes(path, "report")
+    report = report_from_json(data)
+    if report is not None:
+        return report
+    return parse_report(parse_json(decode(data, path, "report"), path, "report"), f"report {path}")
 
 
 # A `row` record (a dataclass) words a key it does not know, or lacks, as a call would.

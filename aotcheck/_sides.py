@@ -11,7 +11,7 @@ import pydantic
 
 from aotcheck import _canonical
 from aotcheck._errors import UsageError
-from aotcheck._io import bulk_read, parse_json, read_json, read_text
+from aotcheck._io import bulk_read, decode, parse_json, read_bytes, read_json
 from aotcheck._report import (
     OLD_SCHEMAS,
     SCHEMA,
@@ -20,7 +20,7 @@ from aotcheck._report import (
     MeshInfo,
     Report,
     parse_report,
-    report_from_text,
+    report_from_json,
     validation_message,
 )
 from aotcheck._sharding import spec_from_json
@@ -51,11 +51,11 @@ def load_side(path: Path) -> Report:
         )
     if not path.exists():
         raise UsageError(f"{path} does not exist (give linen, nnx, a report JSON, a golden directory or MaxText goldens)")
-    text = read_text(path, "file")
-    report = report_from_text(text)
+    raw = read_bytes(path, "file")
+    report = report_from_json(raw)
     if report is not None:
         return report
-    data = parse_json(text, path, "file")
+    data = parse_json(decode(raw, path, "file"), path, "file")
     if isinstance(data, dict) and data.get("schema") in (SCHEMA, *OLD_SCHEMAS):
         return parse_report(data, f"report {path}")
     if isinstance(data, dict) and "shardings" in data:

@@ -178,6 +178,17 @@ def test_a_setting_json_cannot_hold_is_refused_in_a_file(tmp_path, value):
         read_report(path)
 
 
+def test_a_setting_too_large_for_a_float_is_refused_in_a_file(tmp_path):
+    # 1e400 is valid JSON text, but reads as Infinity, which no report can write back.
+    data = json.loads(mixed_report().to_json())
+    data["header"]["own_config"] = {"schedule": {"peaks": [1.0, "PLACEHOLDER"]}}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(data, indent=2, sort_keys=True).replace('"PLACEHOLDER"', "1e400"))
+    with pytest.raises(UsageError, match=rf"^report {path}: header\.own_config: schedule\.peaks\.1 is inf, "
+                                         "not a finite number; regenerate it$"):
+        read_report(path)
+
+
 def test_a_file_is_read_as_its_parsed_json_is(tmp_path):
     # Derived figures in the file are dropped and recomputed, and leaves come back sorted,
     # whether the text is validated as it stands or parsed first.
