@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 from aotcheck import _canonical, _causes
@@ -99,14 +100,19 @@ class _Side:
 
 def _side(report: Report, rewrites: _canonical.Rewrites, label: str) -> _Side:
     kind = report.header.path
-    leaves: dict[str, Leaf] = {}
-    raw: dict[str, str] = {}
-    paths = rewrites.canonical_all(((p, leaf.role) for p, leaf in report.items()), kind)
-    for path, (source_path, leaf) in zip(paths, report.items(), strict=True):
-        if path in raw:
-            raise UsageError(f"{label}: leaves {raw[path]} and {source_path} both map to canonical path {path}")
-        leaves[path], raw[path] = leaf, source_path
-    return _Side(kind, leaves, raw, frozenset(report.header.known_fields), any(lf.role == "rng" for lf in leaves.values()))
+    paths = rewrites.canonical_all(zip(report.leaves, map(_role, report.leaves.values()), strict=True), kind)
+    leaves = dict(zip(paths, report.leaves.values(), strict=True))
+    raw = dict(zip(paths, report.leaves, strict=True))
+    if len(raw) < len(paths):  # two leaves on one canonical path: name the first such pair
+        first: dict[str, str] = {}
+        for path, source_path in zip(paths, report.leaves, strict=True):
+            if path in first:
+                raise UsageError(f"{label}: leaves {first[path]} and {source_path} both map to canonical path {path}")
+            first[path] = source_path
+    return _Side(kind, leaves, raw, frozenset(report.header.known_fields), "rng" in map(_role, leaves.values()))
+
+
+_role = attrgetter("role")
 
 
 def _fields(leaf: Leaf, fields: frozenset[str]) -> dict[str, Any]:
@@ -159,9 +165,9 @@ def compare(
     for path in sorted(sa.leaves.keys() - sb.leaves.keys()):
         findings.append(_presence(Category.LEAF_REMOVED, path, _fields(sa.leaves[path], fields), None, sa, sb.kind, sb.rng))
     resolution = _causes.resolution_change(a.header, b.header)
-    for path in sorted(sa.leaves.keys() & sb.leaves.keys()):
-        la, lb = sa.leaves[path], sb.leaves[path]
-        if la == lb:
+    for path, la in sa.leaves.items():  # in any order: the findings are sorted at the end
+        lb = sb.leaves.get(path)
+        if lb is None or la == lb:
             continue
         va, vb = _fields(la, fields), _fields(lb, fields)
         keys = {k for k in va if va[k] != vb[k]}
