@@ -22,6 +22,7 @@ from typing import Any
 from aotcheck import _canonical, _causes
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
+from aotcheck._io import without_cycles
 from aotcheck._record import number
 from aotcheck._report import Leaf, Report
 from aotcheck._text import axes_text, human_bytes, join, percent, spec_text
@@ -126,6 +127,7 @@ def _fields(leaf: Leaf, fields: frozenset[str]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k in fields}
 
 
+@without_cycles
 def compare(
     a: Report,
     b: Report,

@@ -29,7 +29,7 @@ import pydantic
 from aotcheck import _sharding
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
-from aotcheck._io import bulk_read, read_json
+from aotcheck._io import read_json, without_cycles
 from aotcheck._record import Record, row
 from aotcheck._report import BatchInput, Entry, Header, Leaf, MeshInfo, Report, Role, TopologyInfo, validation_message
 from aotcheck._sharding import Spec
@@ -243,7 +243,7 @@ def is_old_format(directory: Path) -> bool:
     return read_file(_visible(directory) / SHARDINGS).schema_ is None
 
 
-@bulk_read
+@without_cycles
 def read_golden(directory: Path) -> Report:
     """The report a golden directory records, so it can stand as either side of a comparison.
 

@@ -37,14 +37,15 @@ def config_dir() -> Path:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def bulk_read(fn: F) -> F:
-    """Run `fn` with the cycle collector paused: a report or golden read from JSON is a tree of
-    new objects without cycles, and collecting every 700 allocations was half the cost of reading
-    one of 10,000 leaves."""
+def without_cycles(fn: F) -> F:
+    """Run `fn` with the cycle collector paused, for work that makes many new objects and no
+    reference cycles: a report or golden read from JSON is a tree, and collecting every 700
+    allocations was half the cost of reading one of 10,000 leaves; comparing two such reports
+    builds tables and findings, and the collector scanned both reports' objects as it did."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not gc.isenabled():  # an outer read already paused it
+        if not gc.isenabled():  # an outer call already paused it
             return fn(*args, **kwargs)
         gc.disable()
         try:

@@ -17,7 +17,7 @@ import pydantic
 
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
-from aotcheck._io import bulk_read, decode, parse_json, read_bytes, short_integers
+from aotcheck._io import decode, parse_json, read_bytes, short_integers, without_cycles
 from aotcheck._record import Record, dumps, row
 
 SCHEMA: Final = "aotcheck.report/2"
@@ -272,7 +272,8 @@ def report_from_json(data: bytes) -> Report | None:
     decide, and give its one-line error: another kind of file, an older schema, a bad field
     (NaN or Infinity among them), text that is not UTF-8, or an integer beyond int64, which
     validation alone would let through."""
-    if f'"{SCHEMA}"'.encode() not in data or not short_integers(data):
+    # rfind: a report written by aotcheck has its (sorted) `schema` key near the end.
+    if data.rfind(f'"{SCHEMA}"'.encode()) < 0 or not short_integers(data):
         return None
     try:
         return Report.model_validate_json(data)
@@ -280,7 +281,7 @@ def report_from_json(data: bytes) -> Report | None:
         return None
 
 
-@bulk_read
+@without_cycles
 def read_report(path: Path) -> Report:
     """A saved report (schema 2, or 1 upgraded on reading)."""
     data = read_bytes(path, "report")

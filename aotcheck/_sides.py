@@ -11,7 +11,7 @@ import pydantic
 
 from aotcheck import _canonical
 from aotcheck._errors import UsageError
-from aotcheck._io import bulk_read, decode, parse_json, read_bytes, read_json
+from aotcheck._io import decode, parse_json, read_bytes, read_json, without_cycles
 from aotcheck._report import (
     OLD_SCHEMAS,
     SCHEMA,
@@ -29,7 +29,7 @@ MAXTEXT_NAMED = "named_shardings.json"
 MAXTEXT_LOGICAL = "logical_shardings.json"
 
 
-@bulk_read
+@without_cycles
 def load_side(path: Path) -> Report:
     """An aotcheck report JSON, a golden directory, or MaxText's sharding goldens (a file or their directory)."""
     # The golden file records load only where a golden may be read: two reports need none.
