@@ -6,7 +6,8 @@ minus timings, without importing jax. A compile entry (`c-<key>.json`) is keyed 
 lowered program text, the tool versions, the target, the mesh plan and layout flag (the
 lowered text does not record the device order), the compiler options and flags: a hit
 skips XLA's compile, which is ~100x dearer than lowering. JAX's persistent compilation
-cache does not serve deviceless TPU compiles.
+cache does not serve deviceless TPU compiles. The directory (`_io.cache_dir`) also holds the
+parsed YAML texts `_io.read_yaml` keeps (`y-<hash>.json`), counted and evicted here with the rest.
 
 The cache is best effort and bounded: an entry that cannot be read is discarded, one that
 cannot be written costs only a warning, and after each write the least recently used
@@ -27,21 +28,12 @@ from typing import Any, Literal, TypeVar
 
 import pydantic
 
-from aotcheck._io import atomic_write
+from aotcheck._io import atomic_write, cache_dir, cache_disabled
 from aotcheck._report import SCHEMA, versions
 
 Kind = Literal["c", "r"]  # compile section, whole report
 R = TypeVar("R", bound=pydantic.BaseModel)
 DEFAULT_MAX_MB = 512
-
-
-def cache_dir() -> Path:
-    """`$AOTCHECK_CACHE_DIR`, else `$XDG_CACHE_HOME/aotcheck`, else `~/.cache/aotcheck`."""
-    explicit = os.environ.get("AOTCHECK_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "aotcheck"
 
 
 def max_bytes() -> int:
@@ -97,11 +89,6 @@ def key(
     return h.hexdigest()
 
 
-def disabled() -> bool:
-    """`AOTCHECK_NO_CACHE` set, as `--no-cache` does for the gate's workers."""
-    return os.environ.get("AOTCHECK_NO_CACHE", "").lower() not in ("", "0", "false")
-
-
 def _path(kind: Kind, k: str) -> Path:
     return cache_dir() / f"{kind}-{k}.json"
 
@@ -109,7 +96,7 @@ def _path(kind: Kind, k: str) -> Path:
 def get(kind: Kind, k: str, model: type[R]) -> R | None:
     """The cached record, or None (a missing, unreadable or corrupt entry; corrupt ones are removed;
     or the cache is disabled)."""
-    if disabled():
+    if cache_disabled():
         return None
     path = _path(kind, k)
     try:
@@ -176,6 +163,7 @@ class Info:
     directory: Path
     reports: int
     compiles: int
+    parsed_yaml: int  # YAML texts read before (`_io.read_yaml`)
     other: int  # entries of an older layout, evicted like the rest
     bytes: int
     max_bytes: int
@@ -184,9 +172,8 @@ class Info:
 def info() -> Info:
     """The cache's directory, entries per kind, bytes and cap."""
     entries = _entries()
-    reports = sum(p.name.startswith("r-") for p, _ in entries)
-    compiles = sum(p.name.startswith("c-") for p, _ in entries)
-    return Info(cache_dir(), reports, compiles, len(entries) - reports - compiles,
+    reports, compiles, parsed_yaml = (sum(p.name.startswith(f"{kind}-") for p, _ in entries) for kind in "rcy")
+    return Info(cache_dir(), reports, compiles, parsed_yaml, len(entries) - reports - compiles - parsed_yaml,
                 sum(st.st_size for _, st in entries), max_bytes())
 
 

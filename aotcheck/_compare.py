@@ -11,6 +11,7 @@ finds their premise in the two reports.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -62,6 +63,7 @@ class Category(StrEnum):
 
 
 ORDER = tuple(Category)
+_ROLE = attrgetter("role")
 MIRROR_NOTE = "the optimizer state mirrors the parameter"
 DRIFT_NOTE = (
     "compiled with its outputs left to XLA, the step hands this leaf back sharded differently: "
@@ -100,20 +102,14 @@ class _Side:
 
 
 def _side(report: Report, rewrites: _canonical.Rewrites, label: str) -> _Side:
-    kind = report.header.path
-    paths = rewrites.canonical_all(zip(report.leaves, map(_role, report.leaves.values()), strict=True), kind)
+    paths = rewrites.canonical_all(zip(report.leaves, map(_ROLE, report.leaves.values()), strict=True), report.path)
     leaves = dict(zip(paths, report.leaves.values(), strict=True))
     raw = dict(zip(paths, report.leaves, strict=True))
     if len(raw) < len(paths):  # two leaves on one canonical path: name the first such pair
-        first: dict[str, str] = {}
-        for path, source_path in zip(paths, report.leaves, strict=True):
-            if path in first:
-                raise UsageError(f"{label}: leaves {first[path]} and {source_path} both map to canonical path {path}")
-            first[path] = source_path
-    return _Side(kind, leaves, raw, frozenset(report.header.known_fields), "rng" in map(_role, leaves.values()))
-
-
-_role = attrgetter("role")
+        seen: dict[str, str] = {}
+        path, source = next((p, s) for p, s in zip(paths, report.leaves, strict=True) if seen.setdefault(p, s) != s)
+        raise UsageError(f"{label}: leaves {seen[path]} and {source} both map to canonical path {path}")
+    return _Side(report.path, leaves, raw, frozenset(report.header.known_fields), "rng" in map(_ROLE, leaves.values()))
 
 
 def _fields(leaf: Leaf, fields: frozenset[str]) -> dict[str, Any]:
@@ -184,8 +180,6 @@ def compare(
 
 
 def _order(f: Finding) -> tuple[Any, ...]:
-    import json
-
     return (ORDER.index(f.category), f.leaf or "", json.dumps(f.before, sort_keys=True), json.dumps(f.after, sort_keys=True))
 
 

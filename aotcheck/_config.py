@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
-import yaml
 
 from aotcheck._errors import UsageError, close_matches
 from aotcheck._io import loads_yaml, read_yaml
@@ -242,6 +241,8 @@ def _check_plain(value: Any, where: str, key: str = "") -> None:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")

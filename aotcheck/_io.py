@@ -1,10 +1,12 @@
 """Files in and out: JSON and YAML read with one-line errors; atomic writes, so a reader (or an
-interrupted writer) only ever sees the old file or the new one."""
+interrupted writer) only ever sees the old file or the new one; where aotcheck keeps its files
+(the built-in configs, the cache)."""
 
 from __future__ import annotations
 
 import functools
 import gc
+import hashlib
 import json
 import os
 import stat
@@ -15,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic_core
-import yaml
 
 from aotcheck._errors import UsageError
 
@@ -32,6 +33,20 @@ def config_dir() -> Path:
     """The built-in configs (`base.yml`, `models/`, `canonical.yml`): the repository's `configs/`,
     which the package carries (a link in a checkout, a copy in a wheel)."""
     return Path(str(resources.files("aotcheck").joinpath("configs")))
+
+
+def cache_dir() -> Path:
+    """`$AOTCHECK_CACHE_DIR`, else `$XDG_CACHE_HOME/aotcheck`, else `~/.cache/aotcheck`."""
+    explicit = os.environ.get("AOTCHECK_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aotcheck"
+
+
+def cache_disabled() -> bool:
+    """`AOTCHECK_NO_CACHE` set, as `--no-cache` does for the gate's workers."""
+    return os.environ.get("AOTCHECK_NO_CACHE", "").lower() not in ("", "0", "false")
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -132,27 +147,53 @@ def parse_json(text: str, path: Path, what: str) -> Any:
         raise UsageError(f"{what} {path} is not valid: {reason}; regenerate or fix it") from None
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without anchors and aliases: an alias bomb expands exponentially."""
+@functools.cache
+def _no_alias_loader() -> Any:
+    import yaml
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed; write the value out",
-                                              event.start_mark)
-        return super().compose_node(parent, index)
+    class NoAliasLoader(yaml.SafeLoader):
+        """PyYAML's safe loader without anchors and aliases: an alias bomb expands exponentially."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not allowed; write the value out",
+                                                  event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def loads_yaml(text: str) -> Any:
     """Safe-loaded YAML without aliases; `yaml.YAMLError` for bad YAML, RecursionError if nested too deeply."""
-    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    import yaml  # ~10 ms, mostly its regexes: only when a text must be parsed (see read_yaml)
+
+    return yaml.load(text, Loader=_no_alias_loader())  # noqa: S506 - a SafeLoader subclass
+
+
+# The parsed form of a YAML text, kept in the cache as `y-<hash>.json`: a command whose YAML
+# files were all read before neither imports nor runs PyYAML. The tag changes with what
+# `read_yaml` makes of a text.
+_YAML_MEMO = "read_yaml/1"
 
 
 def read_yaml(path: Path, what: str) -> Any:
     """Parsed YAML (an empty file is an empty mapping), or a one-line error naming `what` the file is.
 
-    What shape the data must have is the caller's to check: it knows what to say."""
+    What shape the data must have is the caller's to check: it knows what to say. A text read
+    before comes from the cache (data JSON holds exactly: plain strings, numbers, lists and
+    mappings with string keys; anything else is parsed each time)."""
     text = read_text(path, what)
+    memo = None if cache_disabled() else cache_dir() / f"y-{_digest(_YAML_MEMO, text)}.json"
+    if memo is not None:
+        try:
+            data = loads_json(memo.read_text("utf-8"))
+            os.utime(memo)  # recently used: evicted last
+            return data
+        except (OSError, ValueError):  # not there, or damaged: parsed again and rewritten
+            pass
+    import yaml
+
     try:
         data = loads_yaml(text)
     except yaml.YAMLError as exc:
@@ -162,7 +203,37 @@ def read_yaml(path: Path, what: str) -> Any:
         raise UsageError(f"{what} {path}{where} is not valid YAML: {problem}") from None
     except RecursionError:
         raise UsageError(f"{what} {path} is nested too deeply") from None
-    return {} if data is None else data
+    data = {} if data is None else data
+    if memo is not None and _json_exact(data):
+        try:
+            atomic_write(memo, json.dumps(data, allow_nan=False))
+        except OSError:  # a cache that cannot be written costs only the parse
+            pass
+    return data
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _json_exact(data: Any) -> bool:
+    """Whether JSON text gives `data` back as it is (no dates, sets, non-string keys, NaN...)."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            if not all(type(k) is str for k in value):
+                return False
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+        elif kind is float:
+            if value != value or value in (float("inf"), float("-inf")):
+                return False
+        elif kind not in (str, int, bool, type(None)):
+            return False
+    return True
 
 
 def atomic_write(path: Path, text: str) -> None:

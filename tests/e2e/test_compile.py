@@ -231,7 +231,14 @@ def test_cache_info_shows_and_clear_empties(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path))
     assert run("compile", "--topology", "v5p-8", "--no-compile", "--backend", "mock")[0] == 0
     code, out, _ = run("cache", "info")
-    assert code == 0 and f"directory: {tmp_path}" in out and "entries: 1 (1 reports, 0 compiles)" in out
+    # The report, and the YAML configs it parsed (none if this process had read them already).
+    yaml_files = len(list(tmp_path.glob("y-*.json")))
+    assert code == 0 and f"directory: {tmp_path}" in out
+    assert f"entries: {1 + yaml_files} (1 reports, 0 compiles, {yaml_files} parsed YAML files)" in out
     code, out, _ = run("cache", "clear")
-    assert code == 0 and out.startswith("removed 1 entries")
+    assert code == 0 and out.startswith(f"removed {1 + yaml_files} entries")
     assert "entries: 0 " in run("cache", "info")[1]
+    # --no-cache neither reads nor writes any of it, the parsed configs included.
+    monkeypatch.setenv("AOTCHECK_NO_CACHE", "")  # the command sets it for this process: restored after
+    assert run("compile", "--topology", "v5p-8", "--no-compile", "--backend", "mock", "--no-cache")[0] == 0
+    assert list(tmp_path.iterdir()) == []

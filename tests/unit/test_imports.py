@@ -1,9 +1,11 @@
-"""What a command loads: the public names resolve lazily, and comparing saved reports loads no jax."""
+"""What a command loads: the public names resolve lazily, and comparing saved reports loads no jax
+(nor, once its YAML was parsed, PyYAML)."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 
@@ -37,10 +39,12 @@ def test_diffing_saved_reports_and_goldens_loads_neither_jax_nor_the_build_pipel
         "except SystemExit as exc:\n"
         "    code = exc.code\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'numpy', 'flax')\n"
-        "                or m in ('aotcheck._pipeline', 'aotcheck._program', 'aotcheck._cost'))\n"
+        "                or m in ('aotcheck._pipeline', 'aotcheck._program', 'aotcheck._cost', 'yaml'))\n"
         "print(json.dumps({'code': code, 'loaded': loaded}))\n"
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    result = json.loads(run.stdout.splitlines()[-1])
-    assert "A: " in run.stdout and result["code"] in (0, 1)
-    assert result["loaded"] == []
+    env = {**os.environ, "AOTCHECK_CACHE_DIR": str(tmp_path / "cache")}
+    for loaded in (["yaml"], []):  # configs/canonical.yml is parsed once, then read from the cache
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        result = json.loads(run.stdout.splitlines()[-1])
+        assert "A: " in run.stdout and result["code"] in (0, 1)
+        assert result["loaded"] == loaded
