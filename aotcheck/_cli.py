@@ -71,10 +71,6 @@ def request_from(
 ) -> Any:
     from aotcheck._pipeline import Request
 
-    if no_cache:  # nothing read from the cache or written to it, parsed configs included
-        import os
-
-        os.environ["AOTCHECK_NO_CACHE"] = "1"
     return Request(
         topology=topology, num_slices=num_slices, model=model, config_file=config, overrides=tuple(sets or ()),
         pure_nnx=pure_nnx, compile=not no_compile, backend=backend.value, cache=not no_cache, fast=fast,

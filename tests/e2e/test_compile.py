@@ -238,7 +238,11 @@ def test_cache_info_shows_and_clear_empties(tmp_path, monkeypatch) -> None:
     code, out, _ = run("cache", "clear")
     assert code == 0 and out.startswith(f"removed {1 + yaml_files} entries")
     assert "entries: 0 " in run("cache", "info")[1]
-    # --no-cache neither reads nor writes any of it, the parsed configs included.
-    monkeypatch.setenv("AOTCHECK_NO_CACHE", "")  # the command sets it for this process: restored after
-    assert run("compile", "--topology", "v5p-8", "--no-compile", "--backend", "mock", "--no-cache")[0] == 0
-    assert list(tmp_path.iterdir()) == []
+    # AOTCHECK_NO_CACHE=1 (what --no-cache sets for the gate's workers) neither reads nor writes any
+    # of it: not even the parsed form of a config file never read before.
+    (tmp_path / "run.yml").write_text("ici_fsdp_parallelism: -1\n")
+    monkeypatch.setenv("AOTCHECK_CACHE_DIR", str(tmp_path / "off"))
+    monkeypatch.setenv("AOTCHECK_NO_CACHE", "1")
+    args = ("compile", "--topology", "v5p-8", "--no-compile", "--backend", "mock", "--config", str(tmp_path / "run.yml"))
+    assert run(*args)[0] == 0
+    assert not (tmp_path / "off").exists()
