@@ -77,6 +77,12 @@ def request_from(
     )
 
 
+def warn(*warnings: tuple[str, ...]) -> None:
+    """The builds' warnings on stderr, each once (not with -q). A path's own warning names it."""
+    for warning in dict.fromkeys(w for ws in warnings for w in ws) if _verbosity["level"] >= 0 else ():
+        typer.echo(f"warning: {warning}", err=True)
+
+
 def emit(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text, nl=False)
@@ -139,8 +145,7 @@ def compile_(
                       drift=not no_drift, memory_detail=memory_detail, activations=activations)
     with progress() as say:
         built = build(request, say)
-    for warning in built.warnings if _verbosity["level"] >= 0 else ():
-        typer.echo(f"warning: {warning}", err=True)
+    warn(built.warnings)
     report = built.report
     if fmt is Format.json:
         emit(report.to_json(), out)
@@ -262,10 +267,12 @@ def diff_(
     # Saved sides first: a bad file is reported before minutes of building.
     loaded = {n: load_side(Path(n)) for n in (a, b) if n not in paths}
     if request is not None:
-        from aotcheck._parallel import build_reports
+        from aotcheck._parallel import build_all
 
         with progress() as say:
-            loaded.update(zip(paths, build_reports([request.with_path(p) for p in paths], jobs, say), strict=True))
+            builds = build_all([request.with_path(p) for p in paths], jobs, say)
+        warn(*(built.warnings for built in builds))
+        loaded.update((path, built.report) for path, built in zip(paths, builds, strict=True))
 
     def side(name: str) -> Any:
         return loaded[name]

@@ -84,3 +84,16 @@ def test_settings_nothing_reads_are_not_shown_and_setting_one_warns_on_a_build_a
     assert {"scan_layers", "remat_policy", "weight_dtype", "dtype", "max_target_length"}.isdisjoint(h.config)
     assert "microbatches" not in h.own_config and "ema_decay" not in h.own_config
     assert h.own_config["num_layers"] == 1 and h.config["per_device_batch_size"] == 4
+
+
+def test_diff_linen_nnx_gives_the_builds_warnings_each_once() -> None:
+    args = ("diff", "linen", "nnx", "--model", MODEL, "--topology", "v5p-8", "--no-compile", "--backend", "mock",
+            "--set", "weight_dtype=bfloat16", "--set", "microbatches=4")
+    done = aotcheck(VIT_DIR, *args)
+    assert done.returncode == 0, done.stderr
+    ignored = f"warning: --set weight_dtype=bfloat16: model '{MODEL}' does not read this setting (its ModelSpec ignores it)"
+    assert done.stderr.count(ignored) == 1  # both paths give it: once
+    for path in ("linen", "nnx"):
+        assert (f"warning: --set microbatches=4: nothing read 'microbatches' in this run (model '{MODEL}', {path} path)"
+                in done.stderr)
+
