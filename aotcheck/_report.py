@@ -281,14 +281,19 @@ def report_from_json(data: bytes) -> Report | None:
         return None
 
 
+def report_or_json(path: Path, what: str) -> Report | Any:
+    """The file as a report validated straight from its bytes (`report_from_json`), else its
+    parsed JSON for the caller to tell what it is; a one-line error naming `what` if it is not JSON."""
+    data = read_bytes(path, what)
+    report = report_from_json(data)
+    return report if report is not None else parse_json(decode(data, path, what), path, what)
+
+
 @without_cycles
 def read_report(path: Path) -> Report:
     """A saved report (schema 2, or 1 upgraded on reading)."""
-    data = read_bytes(path, "report")
-    report = report_from_json(data)
-    if report is not None:
-        return report
-    return parse_report(parse_json(decode(data, path, "report"), path, "report"), f"report {path}")
+    read = report_or_json(path, "report")
+    return read if isinstance(read, Report) else parse_report(read, f"report {path}")
 
 
 # A `row` record (a dataclass) words a key it does not know, or lacks, as a call would.

@@ -11,7 +11,7 @@ import pydantic
 
 from aotcheck import _canonical
 from aotcheck._errors import UsageError
-from aotcheck._io import decode, parse_json, read_bytes, read_json, without_cycles
+from aotcheck._io import read_json, without_cycles
 from aotcheck._report import (
     OLD_SCHEMAS,
     SCHEMA,
@@ -20,7 +20,7 @@ from aotcheck._report import (
     MeshInfo,
     Report,
     parse_report,
-    report_from_json,
+    report_or_json,
     validation_message,
 )
 from aotcheck._sharding import spec_from_json
@@ -51,11 +51,9 @@ def load_side(path: Path) -> Report:
         )
     if not path.exists():
         raise UsageError(f"{path} does not exist (give linen, nnx, a report JSON, a golden directory or MaxText goldens)")
-    raw = read_bytes(path, "file")
-    report = report_from_json(raw)
-    if report is not None:
-        return report
-    data = parse_json(decode(raw, path, "file"), path, "file")
+    data = report_or_json(path, "file")
+    if isinstance(data, Report):
+        return data
     if isinstance(data, dict) and data.get("schema") in (SCHEMA, *OLD_SCHEMAS):
         return parse_report(data, f"report {path}")
     if isinstance(data, dict) and "shardings" in data:
