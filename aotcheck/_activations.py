@@ -13,10 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from aotcheck._record import Record
+from aotcheck._record import Entry, Record
 from aotcheck._sharding import normalise
-
-Entry = str | tuple[str, ...] | None  # as in a report's PartitionSpec
 
 _CONSTRAINT_RE = re.compile(
     r"sdy\.sharding_constraint\s+%\S+\s+<@\w+,\s*\[(?P<dims>.*?)\]\s*(?:,\s*replicated=\{[^}]*\})?>"

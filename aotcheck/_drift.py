@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aotcheck._record import Record
+from aotcheck._record import Entry, Record
 from aotcheck._text import spec_text
-
-Entry = str | tuple[str, ...] | None  # as in a report's PartitionSpec
 
 
 class Drift(Record):

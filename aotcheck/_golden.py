@@ -30,8 +30,8 @@ from aotcheck import _sharding
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
 from aotcheck._io import read_json, without_cycles
-from aotcheck._record import Record, row
-from aotcheck._report import BatchInput, Entry, Header, Leaf, MeshInfo, Report, Role, TopologyInfo, validation_message
+from aotcheck._record import Entry, Record, row
+from aotcheck._report import BatchInput, Header, Leaf, MeshInfo, Report, Role, TopologyInfo, validation_message
 from aotcheck._sharding import Spec
 
 SCHEMA: Final = "aotcheck.golden/2"

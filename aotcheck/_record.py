@@ -9,12 +9,18 @@ trailing newline.
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar, cast, dataclass_transform
+from typing import Annotated, Any, TypeVar, cast, dataclass_transform
 
 import pydantic
 import pydantic.dataclasses
 
+from aotcheck._sharding import SpecEntry
+
 _RULES = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
+# A PartitionSpec's (or logical axes') entry in a record. A string, an array and null exclude
+# each other, so the first member that validates is the answer: pydantic's default ("smart")
+# tries every member, which was a tenth of reading a 10,000-leaf report.
+Entry = Annotated[SpecEntry, pydantic.Field(union_mode="left_to_right")]
 _T = TypeVar("_T")
 
 

@@ -18,7 +18,7 @@ import pydantic
 from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
 from aotcheck._io import decode, parse_json, read_bytes, short_integers, without_cycles
-from aotcheck._record import Record, dumps, row
+from aotcheck._record import Entry, Record, dumps, row
 
 SCHEMA: Final = "aotcheck.report/2"
 OLD_SCHEMAS = ("aotcheck.report/1",)
@@ -27,8 +27,6 @@ VERSIONED = ("aotcheck", "jax", "jaxlib", "libtpu", "flax", "optax")
 
 Kind = Literal["linen", "nnx", "maxtext"]
 Role = Literal["param", "optimizer", "step", "rng", "other"]
-# A spec entry: replicated (None), one mesh axis, or several. Logical names take the same form.
-Entry = str | tuple[str, ...] | None
 # A key a file may hold that is read and dropped.
 _Dropped = Annotated[None, pydantic.BeforeValidator(lambda _: None)]
 
