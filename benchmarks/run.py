@@ -14,7 +14,8 @@
   cache each), and whether their outputs are equal;
 - `aotcheck diff` of two 10,000-leaf reports and of their golden directories
   (`benchmarks/diff_speed.py --write`), against the same commands on 30-leaf files (their
-  fixed cost), `python -c pass` and importing the command's floor (typer, pydantic);
+  fixed cost), `python -c pass` and a typer command that only prints its arguments
+  (`benchmarks/typer_floor.py`: the floor of any typer command);
 - `--no-compile` wall time and peak memory of the built-in models on several topology
   families, the largest model on the largest slice among them;
 - with `--big`: the peak memory of an unscanned llama2-7b compile on v5p-128 against the
@@ -41,8 +42,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 AOTCHECK = [sys.executable, "-m", "aotcheck"]
 TIME = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
-# What any aotcheck command imports before its own modules (rich only loads to draw a table).
-IMPORT_FLOOR = [sys.executable, "-c", "import typer, pydantic"]
+# What any typer command costs before it does anything (rich only loads to draw a table).
+TYPER_FLOOR = [sys.executable, str(HERE / "typer_floor.py"), "diff", "a.json", "b.json"]
 # The largest built-in model on the largest slice, with a mesh that divides it (18,432 devices).
 LARGEST = ("llama2-70b", "tpu7x-18432", ("--set", "ici_fsdp_parallelism=32", "--set", "ici_data_parallelism=-1"))
 
@@ -145,14 +146,14 @@ def main() -> None:
     run([sys.executable, str(HERE / "diff_speed.py"), "--leaves", "10000", "--write", str(files)])
     run([sys.executable, str(HERE / "diff_speed.py"), "--leaves", "30", "--write", str(small)])
     repeat = max(5, args.repeat)
-    bare, floor, _, _, _, _ = median_pair([sys.executable, "-c", "pass"], IMPORT_FLOOR, repeat)
+    bare, floor, _, _, _, _ = median_pair([sys.executable, "-c", "pass"], TYPER_FLOOR, repeat)
     for name, a, b in (("reports", "a.json", "b.json"), ("golden directories", "ga", "gb")):
         # The same command on 30-leaf files is its fixed cost: what the 10,000 leaves add is the comparison's.
         wall, fixed, _, _, _, _ = median_pair([*AOTCHECK, "diff", a, b], [*AOTCHECK, "diff", str(small / a), str(small / b)],
                                               repeat, cwd=files)
         row(f"10,000-leaf diff of {name}", f"{wall:.3f} s",
             f"target 0.3 s; the same on 30 leaves {fixed:.3f} s, so the leaves add {wall - fixed:.3f} s; "
-            f"`python -c pass` {bare:.3f} s, import typer+pydantic {floor:.3f} s")
+            f"`python -c pass` {bare:.3f} s, a typer command that only prints its arguments {floor:.3f} s")
 
     for model, topology, sets in (("tiny", "v5p-128", ()), ("llama2-7b", "v5p-128", ()), ("llama2-70b", "v6e-256", ()),
                                   ("mixtral-8x7b", "v5p-128", ()), ("llama3-8b", "tpu7x-16", ()),
