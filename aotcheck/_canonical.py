@@ -83,7 +83,9 @@ class Rewrites:
         return plan
 
     def then(self, other: Rewrites) -> Rewrites:
-        return Rewrites(self.stages + other.stages)
+        """These rules, then those of `other`'s stages not already here: the model's rules, which
+        both sides of a `diff` of saved reports record, apply once."""
+        return Rewrites(self.stages + tuple(stage for stage in other.stages if stage not in self.stages))
 
 
 # How a rule is applied: `^literal` and `literal$` with a plain replacement by string operations,
@@ -222,6 +224,18 @@ def parse(data: Any, source: str) -> Rewrites:
             raise UsageError(f"{source}: '{kind}' must be a list of [pattern, replacement] rules")
         stage[kind] = tuple(_rule(r, f"{source}: {kind} rule {i + 1}") for i, r in enumerate(rules))
     return Rewrites((stage,))
+
+
+def recordable(data: Mapping[str, Any], source: str) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """Rules as `parse` reads them, checked by it, in the form a report records them; a one-line
+    error naming `source` if they are not rules.
+
+    Example:
+        >>> recordable({"nnx": [["^net/", "param/", "param"]]}, "ModelSpec 'net' rewrites")
+        {'nnx': (('^net/', 'param/', 'param'),)}
+    """
+    parse(data, source)
+    return {kind: tuple(tuple(rule) for rule in rules) for kind, rules in data.items()}
 
 
 def _rule(raw: Any, where: str) -> Rule:

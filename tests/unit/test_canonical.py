@@ -71,6 +71,22 @@ def test_user_rules_run_after_the_defaults_on_canonical_paths():
     assert rewrites.canonical("params/backbone/norm/scale", "param", "linen") == "param/backbone/norm/scale"
 
 
+def test_the_same_rules_given_twice_apply_once():
+    # Both sides of a diff of saved reports record their model's rules; a rule that is not
+    # idempotent shows whether they ran twice.
+    data = {"all": [["^param/", "param/x/"]]}
+    twice = _canonical.defaults().then(_canonical.parse(data, "a.json")).then(_canonical.parse(data, "b.json"))
+    assert twice.canonical("params/w", "param", "linen") == "param/x/w"
+    other = _canonical.parse({"all": [["^param/x/", "param/y/"]]}, "c.yml")
+    assert twice.then(other).canonical("params/w", "param", "linen") == "param/y/w"
+
+
+def test_recorded_rules_are_the_rules_as_data_and_bad_ones_are_refused():
+    assert _canonical.recordable({"nnx": [["^net/", "param/", "param"]]}, "spec") == {"nnx": (("^net/", "param/", "param"),)}
+    with pytest.raises(UsageError, match=r"^spec: nnx rule 1: expected \[pattern, replacement\]"):
+        _canonical.recordable({"nnx": [["^net/"]]}, "spec")
+
+
 def test_a_rule_with_a_role_applies_only_to_that_role():
     rewrites = _canonical.parse({"all": [["^x/", "y/", "rng"]]}, "r.yml")
     assert rewrites.canonical("x/a", "rng", "linen") == "y/a"
