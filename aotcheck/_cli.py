@@ -254,7 +254,7 @@ def diff_(
     from aotcheck._compare import compare, failing
     from aotcheck._errors import EXIT_REGRESSION, UsageError
     from aotcheck._io import check_output
-    from aotcheck._sides import load_side, model_rewrites
+    from aotcheck._sides import load_side, model_rewrites, recorded_rewrites
 
     if out is not None:
         check_output(out)
@@ -262,10 +262,13 @@ def diff_(
     # Two saved sides need no request, hence none of the modules that build reports.
     request = request_from(topology, num_slices, model, config, sets, no_compile, backend) if paths else None
     rules = model_rewrites(request) if request is not None else _canonical.defaults()
-    if rewrites is not None:
-        rules = rules.then(_canonical.read(rewrites))
+    extra = _canonical.read(rewrites) if rewrites is not None else None
     # Saved sides first: a bad file is reported before minutes of building.
     loaded = {n: load_side(Path(n)) for n in (a, b) if n not in paths}
+    for name, saved in loaded.items():  # the model's rules as a saved side recorded them (each set once)
+        rules = rules.then(recorded_rewrites(saved, name))
+    if extra is not None:
+        rules = rules.then(extra)
     if request is not None:
         from aotcheck._parallel import build_all
 

@@ -31,7 +31,17 @@ from aotcheck._analysis import Compile
 from aotcheck._errors import UsageError
 from aotcheck._io import read_json, without_cycles
 from aotcheck._record import Entry, Record, row
-from aotcheck._report import BatchInput, Header, Leaf, MeshInfo, Report, Role, TopologyInfo, validation_message
+from aotcheck._report import (
+    BatchInput,
+    Header,
+    Leaf,
+    MeshInfo,
+    Report,
+    Rewritten,
+    Role,
+    TopologyInfo,
+    validation_message,
+)
 from aotcheck._sharding import Spec
 
 SCHEMA: Final = "aotcheck.golden/2"
@@ -60,6 +70,7 @@ class ShardingsFile(Record):
     mesh: MeshInfo
     batch: dict[str, BatchInput] = {}
     shardings: dict[str, ShardingEntry]
+    rewrites: Rewritten = pydantic.Field(default_factory=dict, exclude_if=lambda v: not v)  # as the report's header
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -132,7 +143,7 @@ def files_of(report: Report) -> dict[str, str]:
     out: dict[str, Record] = {
         SHARDINGS: ShardingsFile(
             schema_=SCHEMA, model=h.model, path=h.path, backend=h.backend, versions=h.versions,
-            topology=h.topology, mesh=h.mesh, batch=report.batch,
+            topology=h.topology, mesh=h.mesh, batch=report.batch, rewrites=h.rewrites,
             shardings={p: ShardingEntry(partition_spec=leaf.partition_spec, shape=leaf.shape)
                        for p, leaf in report.items()},
         ),
@@ -269,6 +280,7 @@ def read_golden(directory: Path) -> Report:
         model=shardings.model, model_source=f"golden {directory}", path=shardings.path,
         backend=compiled.backend if compiled is not None else shardings.backend,
         versions=shardings.versions, topology=shardings.topology, mesh=shardings.mesh, rules=annotations.rules,
+        rewrites=shardings.rewrites,
     )
     compile_section = None if compiled is None else Compile(**{k: v for k, v in dict(compiled).items()
                                                                if k in Compile.model_fields})

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from aotcheck import _cache, _mesh, _names, _program, _reads, _sharding, _state
+from aotcheck import _cache, _canonical, _mesh, _names, _program, _reads, _sharding, _state
 from aotcheck._activations import activations
 from aotcheck._analysis import Compile, analyse
 from aotcheck._buffers import dump_peak_buffers, memory_detail
@@ -272,6 +272,7 @@ def _header(cfg: RunConfig, entry: ModelEntry, path: _state.Path, target: Target
         rules=cfg.rules,
         config=core,
         own_config=own,
+        rewrites=_canonical.recordable(entry.spec.rewrites, f"ModelSpec '{entry.spec.name}' rewrites"),
     )
 
 

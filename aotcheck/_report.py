@@ -27,6 +27,8 @@ VERSIONED = ("aotcheck", "jax", "jaxlib", "libtpu", "flax", "optax")
 
 Kind = Literal["linen", "nnx", "maxtext"]
 Role = Literal["param", "optimizer", "step", "rng", "other"]
+# Canonical-path rewrite rules as `configs/canonical.yml` lays them out: kind -> [pattern, replacement(, role)].
+Rewritten = dict[str, tuple[tuple[str, ...], ...]]
 # A key a file may hold that is read and dropped.
 _Dropped = Annotated[None, pydantic.BeforeValidator(lambda _: None)]
 
@@ -78,6 +80,10 @@ class Header(Record):
     # Reports written before both were split hold every setting in `config`.
     config: dict[str, Any] = {}
     own_config: dict[str, Any] = {}
+    # The model's own canonical-path rewrites (`ModelSpec.rewrites`, as validated), so that a
+    # `diff` of saved reports lines up two paths' leaves as `diff linen nnx` does. Written only
+    # when there are any, so other reports are unchanged.
+    rewrites: Rewritten = pydantic.Field(default_factory=dict, exclude_if=lambda v: not v)
     # jax's compiler_options when not the default (`--fast`): the compile figures are then a
     # low-effort compile's. Written only when set, so default reports are unchanged.
     compiler_options: dict[str, float] = pydantic.Field(default_factory=dict, exclude_if=lambda v: not v)

@@ -132,6 +132,13 @@ def describe(report: Report) -> str:
     return f"{h.model} ({h.path}) on {h.topology.name if h.topology else '?'}"
 
 
+def recorded_rewrites(report: Report, label: str) -> _canonical.Rewrites:
+    """The model's own rewrites that a saved side recorded (none for MaxText's files, or a
+    report written before reports recorded them)."""
+    recorded = report.header.rewrites
+    return _canonical.parse(recorded, f"{label}: the model's rewrites") if recorded else _canonical.Rewrites(())
+
+
 def model_rewrites(request: Any) -> _canonical.Rewrites:
     """configs/canonical.yml, then the model's own `ModelSpec.rewrites` (sides built from a request)."""
     from aotcheck._pipeline import configure

@@ -275,6 +275,36 @@ def test_the_models_own_rewrites_line_up_its_containers_in_diff_without_flags() 
     assert {f.leaf for f in aotcheck.failing(findings) if f.category == Category.LEAF_ADDED} == {"net/w"}
 
 
+def test_saved_reports_and_goldens_record_the_models_rewrites_so_their_diff_lines_up(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from aotcheck import _golden
+    from aotcheck._cli import app
+
+    runner = CliRunner()
+    for path in ("linen", "nnx"):
+        args = ["compile", "--model", "flax_models:NET", "-t", "v5p-8", "--no-compile", "--format", "json",
+                "--out", str(tmp_path / f"{path}.json"), f"--{'pure-nnx' if path == 'nnx' else 'linen'}"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        _golden.write_golden(tmp_path / f"g-{path}", aotcheck.read_report(tmp_path / f"{path}.json"))
+    header = json.loads((tmp_path / "nnx.json").read_text())["header"]
+    assert header["rewrites"] == {"nnx": [["^net/", "param/", "param"]]}
+
+    for a, b in (("linen.json", "nnx.json"), ("g-linen", "g-nnx"), ("g-linen", "nnx.json")):
+        result = runner.invoke(app, ["diff", str(tmp_path / a), str(tmp_path / b)])
+        assert result.exit_code == 0, result.output
+        assert "verdict: identical" in result.output
+
+    # A model without rewrites writes no such key: its reports are as they were.
+    result = runner.invoke(app, ["compile", "--model", "flax_models:ONE_MATMUL", "-t", "v5p-8", "--no-compile",
+                                 "--format", "json", "--linen"])
+    assert result.exit_code == 0, result.output
+    assert "rewrites" not in json.loads(result.output)["header"]
+
+
 def _one_matmul_fails(error: type[Exception], compile: bool = False, **changes: object) -> str:
     import dataclasses
 

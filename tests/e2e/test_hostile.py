@@ -232,6 +232,15 @@ def test_a_report_with_infinity_is_refused(tmp_path: Path) -> None:
     assert "Infinity is not JSON (numbers must be finite)" in fails("diff", path, GOLDEN)
 
 
+def test_a_report_whose_recorded_rewrites_are_not_rules_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    report = json.loads(run(*COMPILE, "--format", "json").output)
+    report["header"]["rewrites"] = {"nnx": [["(", "x"]]}
+    path.write_text(json.dumps(report))
+    assert fails("diff", path, GOLDEN) == (
+        f"error: {path}: the model's rewrites: nnx rule 1: bad pattern '(': missing ), unterminated subpattern at position 0")
+
+
 # ---- output files
 
 
