@@ -26,5 +26,6 @@ def cache_info() -> None:
 def cache_clear() -> None:
     """Remove every cached report, compile and parsed YAML file."""
     from aotcheck import _cache
+    from aotcheck._io import cache_dir
 
-    typer.echo(f"removed {_cache.clear()} entries from {_cache.cache_dir()}")
+    typer.echo(f"removed {_cache.clear()} entries from {cache_dir()}")

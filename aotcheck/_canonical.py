@@ -20,7 +20,7 @@ from aotcheck._errors import UsageError
 from aotcheck._io import config_dir, read_yaml
 
 if TYPE_CHECKING:
-    from aotcheck._report import Role
+    from aotcheck._report import Rewritten, Role
 
 KINDS = ("linen", "nnx", "maxtext")
 ROLES = ("param", "optimizer", "step", "rng", "other")
@@ -226,7 +226,7 @@ def parse(data: Any, source: str) -> Rewrites:
     return Rewrites((stage,))
 
 
-def recordable(data: Mapping[str, Any], source: str) -> dict[str, tuple[tuple[str, ...], ...]]:
+def recordable(data: Mapping[str, Any], source: str) -> Rewritten:
     """Rules as `parse` reads them, checked by it, in the form a report records them; a one-line
     error naming `source` if they are not rules.
 

@@ -8,6 +8,7 @@ import functools
 import gc
 import hashlib
 import json
+import math
 import os
 import stat
 import tempfile
@@ -229,7 +230,7 @@ def _json_exact(data: Any) -> bool:
         elif kind is list:
             stack.extend(value)
         elif kind is float:
-            if value != value or value in (float("inf"), float("-inf")):
+            if not math.isfinite(value):
                 return False
         elif kind not in (str, int, bool, type(None)):
             return False

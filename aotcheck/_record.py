@@ -38,10 +38,10 @@ def row(cls: type[_T]) -> type[_T]:
 
     Example:
         >>> @row
-        ... class Entry:
+        ... class Dtype:
         ...     dtype: str
-        >>> Entry(dtype="bfloat16")
-        Entry(dtype='bfloat16')
+        >>> Dtype(dtype="bfloat16")
+        Dtype(dtype='bfloat16')
     """
     return cast("type[_T]", pydantic.dataclasses.dataclass(frozen=True, slots=True, config=_RULES)(cls))
 

@@ -8,8 +8,8 @@ import jax
 import pytest
 from typer.testing import CliRunner
 
-from aotcheck import _cache
 from aotcheck._cli import app
+from aotcheck._io import cache_dir
 from aotcheck._pipeline import Request, build, build_report
 from aotcheck._sharding import as_axes, normalise
 from aotcheck._state import path_str
@@ -174,7 +174,7 @@ def test_compile_cache_serves_the_same_report() -> None:
     first = build_report(request)
     again = build_report(request)  # unchanged inputs: the whole report, nothing traced
     assert again.timings == {"report_cache_hit": 1.0}
-    for entry in _cache.cache_dir().glob("r-*.json"):
+    for entry in cache_dir().glob("r-*.json"):
         entry.unlink()
     second = build_report(request)  # traced and lowered again, the compile served
     assert first.timings["compile_cache_hit"] == 0.0 and second.timings["compile_cache_hit"] == 1.0
