@@ -28,6 +28,9 @@ MAX_INT = 1 << 63  # what a report can hold (int64); a longer number is a corrup
 # (Found by mapping digits to 0 and searching for 19 zeros: a regex takes 10x as long.)
 _LONG_RUN = b"0" * 19
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"0" * 9)
+# The text is mapped in pieces this size (below glibc's mmap threshold), so each piece reuses the
+# last one's memory: one 4 MB copy is ~1,000 fresh pages, and a page fault costs ~3 us on a VM.
+_PIECE = 1 << 16
 
 
 def config_dir() -> Path:
@@ -117,7 +120,9 @@ def _constant(text: str) -> Any:
 def short_integers(text: str | bytes) -> bool:
     """Whether every integer in `text` is within int64: no run of 19 digits or more."""
     data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    return _LONG_RUN not in data.translate(_DIGITS_TO_ZERO)
+    overlap = len(_LONG_RUN) - 1  # a run that straddles two pieces
+    return not any(_LONG_RUN in data[max(start - overlap, 0):start + _PIECE].translate(_DIGITS_TO_ZERO)
+                   for start in range(0, len(data), _PIECE))
 
 
 def loads_json(text: str) -> Any:

@@ -10,6 +10,7 @@ import pydantic
 import pytest
 
 from aotcheck._errors import UsageError
+from aotcheck._io import short_integers
 from aotcheck._report import SCHEMA, Report, parse_report, read_report
 
 from ._reports import leaf, report
@@ -165,6 +166,15 @@ def test_an_integer_beyond_int64_is_refused_on_reading(tmp_path, number):
     path.write_text(mixed_report().to_json().replace('"flops": 1500000000', f'"flops": {number}', 1))
     with pytest.raises(UsageError, match=rf"^report {path} is not valid: the number {number[:20]}\.\.\. is out of range"):
         read_report(path)
+
+
+@pytest.mark.parametrize("at", [0, *range((1 << 16) - 20, (1 << 16) + 2), 3 << 16])
+def test_an_out_of_range_integer_is_found_wherever_it_sits_in_a_big_text(at):
+    # The text is scanned in pieces of 64 KiB: a number across a seam is still one run of 19
+    # digits, which sends the text to the careful parse (that tells int64's largest from beyond it).
+    assert not short_integers(b" " * at + str(1 << 63).encode() + b" " * 70000)
+    assert not short_integers(" " * at + str(-(1 << 63)) + " " * 70000)
+    assert short_integers(b" " * at + b"9" * 18 + b" " * 70000)
 
 
 @pytest.mark.parametrize("value", ["NaN", "-Infinity", str(1 << 64)])
