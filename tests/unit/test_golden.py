@@ -156,6 +156,19 @@ def test_a_golden_file_that_is_not_json_is_a_one_line_error_naming_it(tmp_path):
     assert "\n" not in str(info.value)
 
 
+def test_an_integer_beyond_int64_in_a_golden_file_is_refused(tmp_path):
+    # Validation alone would read it as a Python int: the text is checked before.
+    directory = tmp_path / "linen"
+    _golden.write_golden(directory, report())
+    shardings = directory / "named_shardings.json"
+    data = json.loads(shardings.read_text())
+    data["shardings"]["step"]["shape"] = [1 << 64]
+    shardings.write_text(json.dumps(data))
+    with pytest.raises(UsageError, match=rf"^golden file {shardings} is not valid: the number 18446744073709551616"
+                                         r"\.\.\. is out of range"):
+        _golden.read_golden(directory)
+
+
 def test_golden_files_that_disagree_on_leaves_are_refused(tmp_path):
     directory = tmp_path / "linen"
     _golden.write_golden(directory, report())
