@@ -27,7 +27,7 @@ GRAPH_UPDATES_NOTE = (
     "pass graph_updates=False"
 )
 
-_LINEN_LAYER = re.compile(r"(^|/)layers_(\d+)(?=/|$)")
+_LINEN_LAYER = re.compile(r"layers_(?<![^/]layers_)(\d+)(?=/|$)")  # as configs/canonical.yml's rule
 _NUMBERED_LAYER = re.compile(r"(^|/)layers/\d+(/|$)")
 # The settings that make the built-in step scan or rematerialise its layers, and their "off" values.
 _TRANSFORMS = {"scan_layers": False, "remat_policy": "none"}
@@ -72,7 +72,7 @@ def misordered_layers(linen_paths: Iterable[str], nnx_paths: Iterable[str]) -> b
         if "layers_" not in path:
             continue
         for m in _LINEN_LAYER.finditer(path):
-            siblings.setdefault(path[:m.start(2)], set()).add(int(m.group(2)))
+            siblings.setdefault(path[:m.start(1)], set()).add(int(m.group(1)))
     misordered = any(sorted(ns) != sorted(ns, key=str) for ns in siblings.values())
     return misordered and any(_NUMBERED_LAYER.search(p) for p in nnx_paths)
 
