@@ -22,8 +22,8 @@
 - with `--big`: the peak memory of an unscanned llama2-7b compile on v5p-128 against the
   raw-JAX script's (each ~8 GB and 2-10 minutes), and whether their figures are equal.
 
-Medians of --repeat, alternating the two sides of each ratio so that machine load falls on
-both. Nothing is asserted: the ratios are what to compare across changes and machines.
+Medians of --repeat (of at least 15 for the sub-second diff rows), alternating the two sides
+of each ratio so that machine load falls on both. Nothing is asserted: the ratios are what to compare across changes and machines.
 """
 
 from __future__ import annotations
@@ -147,7 +147,9 @@ def main() -> None:
     small = Path(tempfile.mkdtemp(prefix="aotcheck-bench-diff-small-"))
     run([sys.executable, str(HERE / "diff_speed.py"), "--leaves", "10000", "--write", str(files)])
     run([sys.executable, str(HERE / "diff_speed.py"), "--leaves", "30", "--write", str(small)])
-    repeat = max(5, args.repeat)
+    # Sub-second commands: 15 runs each take seconds, and a median of 15 moves less with this
+    # shared machine's drift (10-20% within the hour) than one of 5.
+    repeat = max(15, args.repeat)
     bare, floor, _, _, _, _ = median_pair([sys.executable, "-c", "pass"], TYPER_FLOOR, repeat)
     # As from a user's second command on: the canonical rules' YAML, parsed by the first, comes from the cache.
     cache = Path(tempfile.mkdtemp(prefix="aotcheck-bench-diff-cache-"))
