@@ -1,4 +1,7 @@
-"""Every `aotcheck` example in the README runs, and shown output is what the command prints."""
+"""Every `aotcheck` example in the README runs, and shown output is what the command prints.
+
+A compile of a model bigger than tiny runs with the slow set (`pytest -m slow`, `nox -s slow`).
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,16 @@ def test_readme_opens_with_install_and_test_commands_that_ci_runs() -> None:
     assert test_command in ci and 'pip install --quiet -e ".[test]"' in ci
 
 
-@pytest.mark.parametrize(("command", "expected"), examples(), ids=[c for c, _ in examples()])
+def big_compile(command: str) -> bool:
+    """A compile of a built-in model bigger than tiny: a minute or more, so with the other
+    big-model compiles (tests/e2e/test_slow.py) in the slow set."""
+    argv = shlex.split(command)
+    return (argv[1] == "compile" and "--no-compile" not in argv and "--model" in argv
+            and argv[argv.index("--model") + 1] != "tiny")
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    pytest.param(c, e, id=c, marks=pytest.mark.slow if big_compile(c) else ()) for c, e in examples()])
 def test_readme_example(command: str, expected: list[str], tmp_path, monkeypatch) -> None:
     # Run where a user would, in a checkout, without writing into this one.
     for name in ("configs", "golden"):
