@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar, cast, dataclass_transform
 import pydantic
 import pydantic.dataclasses
 
+from aotcheck._io import short_integers
 from aotcheck._sharding import SpecEntry
 
 _RULES = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -22,12 +23,26 @@ _RULES = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 # tries every member, which was a tenth of reading a 10,000-leaf report.
 Entry = Annotated[SpecEntry, pydantic.Field(union_mode="left_to_right")]
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=pydantic.BaseModel)
 
 
 class Record(pydantic.BaseModel):
     """A frozen, strict-keyed record with finite numbers."""
 
     model_config = pydantic.ConfigDict(**_RULES, frozen=True, populate_by_name=True)
+
+
+def from_json_bytes(model: type[_M], data: bytes) -> _M | None:
+    """`model` validated straight from a file's JSON bytes (0.6-0.7x the time of parsing them to
+    Python first); None where parsing first must decide, and give its one-line error: a bad
+    field (NaN or Infinity among them), an older format, text that is not JSON or not UTF-8, or
+    an integer beyond int64, which validation alone would let through."""
+    if not short_integers(data):
+        return None
+    try:
+        return model.model_validate_json(data)
+    except ValueError:
+        return None
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(pydantic.Field,))

@@ -23,7 +23,8 @@
   raw-JAX script's (each ~8 GB and 2-10 minutes), and whether their figures are equal.
 
 Medians of --repeat (of at least 15 for the sub-second diff rows), alternating the two sides
-of each ratio so that machine load falls on both. Nothing is asserted: the ratios are what to compare across changes and machines.
+of each ratio so that machine load falls on both. Nothing is asserted: the ratios are what to
+compare across changes and machines.
 """
 
 from __future__ import annotations
